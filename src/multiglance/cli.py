@@ -1,0 +1,136 @@
+"""The `multiglance` command: thin subcommands that parse, call one function, and print.
+
+Any `UserError` (bad path, corrupt file, unknown option, wrong checkpoint) is one line on stderr and exit 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+
+def cmd_train(args) -> None:
+    from .config import apply_overrides, apply_yaml
+    from .models import get_preset
+    from .train import fit
+
+    cfg = get_preset(args.preset)
+    if args.config:
+        apply_yaml(cfg, args.config)
+    if args.data:
+        cfg.data.root = args.data
+    if args.epochs is not None:
+        cfg.train.epochs = args.epochs
+    apply_overrides(cfg, args.set or [])
+    out = args.out or f"runs/{args.preset}"
+    fit(cfg, out, resume=args.resume, progress=not args.quiet)
+    print(f"run saved in {out}")
+
+
+def cmd_eval(args) -> None:
+    from .compare import COLUMNS, table
+    from .evaluate import evaluate_run
+
+    result = evaluate_run(args.run, data_root=args.data, timing=not args.no_timing)
+    if args.json:
+        print(json.dumps(result))
+        return
+    row = dict(result, acc_hard=result["accuracy_hard"], acc_soft=result["accuracy_soft"],
+               test_flops_per_image=f"{result['test_flops_per_image'] / 1e6:.2f}")
+    print(table([row], [c for c in COLUMNS if c[0] not in ("epochs", "train_seconds")]))
+    print("per-class accuracy (hard): " + ", ".join(f"{k} {v}" for k, v in result["per_class_accuracy"].items()))
+
+
+def cmd_compare(args) -> None:
+    from .compare import COLUMNS, plot_curves, summary, table
+    from .evaluate import flops_per_image
+    from .runs import load_run
+
+    rows = []
+    for run in args.runs:
+        row = summary(Path(run))
+        model, cfg = load_run(run)
+        shape = (cfg.model.in_channels, cfg.model.image_size, cfg.model.image_size)
+        row["test_flops_per_image"] = f"{flops_per_image(model, shape) / 1e6:.2f}"
+        row["params"] = sum(p.numel() for p in model.parameters())
+        rows.append(row)
+    print(table(rows, [c for c in COLUMNS if c[0] not in ("latency_ms_batch1", "images_per_s_batch256")]))
+    if args.plot:
+        plot_curves([Path(r) for r in args.runs], Path(args.plot))
+        print(f"curves saved in {args.plot}")
+
+
+def cmd_presets(args) -> None:
+    from .config import all_keys, to_dict
+    from .models import get_preset, list_models
+
+    if args.keys:
+        print("\n".join(all_keys()))
+        return
+    for name in list_models():
+        m = to_dict(get_preset(name))["model"]
+        grid = "" if m["kind"] == "one" else f" patches {m['patch_size']}/{m['patch_stride']} thumb {m['thumb_size']}"
+        print(f"{name:24s} {m['kind']}-glance channels {m['channels']} pool stride {m['pool_stride']}{grid}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="multiglance", description="Two-glance image classification: a coarse "
+                                     "glance picks a patch, a close glance classifies it.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a preset into a run folder")
+    p.add_argument("--preset", required=True, help="a preset name (see `multiglance presets`)")
+    p.add_argument("--data", help="data file or folder (default: the data set's default place)")
+    p.add_argument("--epochs", type=int, help="number of epochs (same as --set train.epochs=N)")
+    p.add_argument("--out", help="run folder (default runs/PRESET)")
+    p.add_argument("--config", help="a YAML file of overrides, applied before --set")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="accuracy, FLOPs, latency and throughput of a trained run")
+    p.add_argument("run", help="a run folder")
+    p.add_argument("--data", help="data file or folder (default: the one the run was trained on)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--no-timing", action="store_true", help="skip latency/throughput measurement")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("compare", help="a table of several runs side by side, and their training curves")
+    p.add_argument("runs", nargs="+", help="run folders")
+    p.add_argument("--plot", help="write the training curves to this PNG")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("presets", help="list the presets (or, with --keys, every config key)")
+    p.add_argument("--keys", action="store_true", help="list the config keys --set accepts")
+    p.set_defaults(func=cmd_presets)
+
+    for register in _EXTENSIONS:
+        register(sub)
+    return parser
+
+
+_EXTENSIONS: list = []  # functions(subparsers) that add the commands of later stages (analysis, bench, ...)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as e:
+        print(f"multiglance: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("multiglance: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("multiglance: error: out of memory; lower train.batch_size or train.eval_batch_size", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Side-by-side comparison of run folders: one table, and a PNG of training loss and validation accuracy
+against iterations for all runs (the report's figures 4 to 7).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import runs
+
+
+def summary(run_dir: Path) -> dict:
+    cfg = runs.load_config(run_dir)
+    epochs = [r for r in runs.read_metrics(run_dir) if r.get("kind") == "epoch"]
+    last = epochs[-1] if epochs else {}
+    return {"run": str(run_dir), "preset": cfg.preset, "model": cfg.model.kind, "epochs": len(epochs),
+            "acc_hard": last.get("val_acc_hard"), "acc_soft": last.get("val_acc_soft"),
+            "train_seconds": sum(r.get("train_seconds", 0.0) for r in epochs)}
+
+
+def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    """A Markdown table; columns are (key, header, format)."""
+    def cell(v, fmt):
+        return "-" if v is None else format(v, fmt) if fmt else str(v)
+    lines = ["| " + " | ".join(h for _, h, _ in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(k), f) for k, _, f in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+COLUMNS = [("run", "run", ""), ("preset", "preset", ""), ("model", "model", ""), ("epochs", "epochs", "d"),
+           ("acc_hard", "acc (hard)", ".4f"), ("acc_soft", "acc (soft)", ".4f"),
+           ("test_flops_per_image", "MFLOPs/img", ""), ("params", "params", ","),
+           ("latency_ms_batch1", "ms/img (b=1)", ".3f"), ("images_per_s_batch256", "img/s (b=256)", ".0f"),
+           ("train_seconds", "train s", ".0f")]
+
+
+def plot_curves(run_dirs: list[Path], out_png: Path, title: str = "") -> None:
+    """Training loss and validation accuracy against iterations, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    for run_dir in run_dirs:
+        records = runs.read_metrics(run_dir)
+        label = runs.load_config(run_dir).preset + f" ({Path(run_dir).name})"
+        train = [r for r in records if r.get("kind") == "train"]
+        epochs = [r for r in records if r.get("kind") == "epoch"]
+        line, = ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], lw=0.8, label=label)
+        ax_acc.plot([r["step"] for r in epochs], [r["val_acc_hard"] for r in epochs], "o-", color=line.get_color(),
+                    label=label + (" hard" if any("val_acc_soft" in r for r in epochs) else ""))
+        if any("val_acc_soft" in r for r in epochs):
+            ax_acc.plot([r["step"] for r in epochs], [r["val_acc_soft"] for r in epochs], "x--",
+                        color=line.get_color(), label=label + " soft")
+    ax_loss.set(xlabel="iteration", ylabel="training loss", title="training loss")
+    ax_acc.set(xlabel="iteration", ylabel="validation accuracy", title="validation accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,118 @@
+"""Decoding any image file safely into a uint8 array (H, W, C).
+
+`decode_image(data, name)` turns the bytes of a JPEG, PNG, BMP, GIF, WebP, TIFF... into RGB (C=3) or
+grayscale (C=1) uint8, whatever the stored mode: palette, grayscale and 1-bit are expanded, 16-bit and
+32-bit samples are scaled to 8 bits, CMYK and YCbCr are converted, and transparency is composited on black
+(a transparent pixel is black, a half-transparent one half as bright). Animated files give their first
+frame. Anything that is not a readable image (empty, truncated, a text file named `.jpg`, over
+`MAX_PIXELS`) is a `DataError` naming the file. `load_image_file(path)` does the same for a user's image
+on disk and also applies its EXIF orientation, as a photo viewer would.
+"""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from ..errors import DataError
+
+MAX_PIXELS = 1 << 26  # 67 M pixels (an 8192 x 8192 image): larger is refused before any pixel is decoded
+MAX_FILE_BYTES = 1 << 28  # 256 MiB: the largest image file `load_image_file` reads
+
+_ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
+_WIDE_MODES = {"I", "F"}  # 32-bit integer / float samples
+
+
+def _wide_to_uint8(img: Image.Image) -> np.ndarray:
+    """16/32-bit integer or float grayscale -> uint8 (H, W): 16 bits keep their top 8, floats in [0, 1]
+    are scaled by 255, anything else is clipped to [0, 255]."""
+    a = np.asarray(img)
+    if img.mode.startswith("I;16"):
+        return (a.astype(np.uint16) >> 8).astype(np.uint8)
+    if img.mode == "F":
+        a = np.nan_to_num(a.astype(np.float64))
+        a = a * 255.0 if a.size and a.max() <= 1.0 else a
+        return np.clip(np.rint(a), 0, 255).astype(np.uint8)
+    a = a.astype(np.int64)
+    if a.size and a.max() > 255:  # a 16-bit image stored as 32-bit integers
+        a = np.clip(a, 0, 65535) >> 8
+    return np.clip(a, 0, 255).astype(np.uint8)
+
+
+def _to_array(img: Image.Image, mode: str) -> np.ndarray:
+    """A loaded PIL image in any mode -> uint8 (H, W, 3) for mode "RGB" or (H, W, 1) for mode "L"."""
+    if img.mode.startswith("I;16") or img.mode in _WIDE_MODES:
+        gray = _wide_to_uint8(img)[..., None]  # (H, W, 1)
+        return gray if mode == "L" else np.repeat(gray, 3, axis=2)
+    if img.mode in _ALPHA_MODES or "transparency" in img.info:
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.uint16)  # (H, W, 4)
+        rgb = ((rgba[..., :3] * rgba[..., 3:] + 127) // 255).astype(np.uint8)  # composite on black
+        img = Image.fromarray(rgb, "RGB")
+    elif img.mode == "1":
+        img = img.convert("L")
+    elif img.mode not in ("RGB", "L"):
+        img = img.convert("RGB")  # P, CMYK, YCbCr, LAB, HSV, ...
+    if mode == "L":
+        return np.asarray(img if img.mode == "L" else img.convert("L"))[..., None]
+    a = np.asarray(img)
+    return a if a.ndim == 3 else np.repeat(a[..., None], 3, axis=2)
+
+
+def decode_image(data: bytes, name: str, mode: str = "RGB", *, max_pixels: int = MAX_PIXELS,
+                 orient: bool = False) -> np.ndarray:
+    """The pixels of image file bytes `data` as uint8 (H, W, 3) for mode "RGB" or (H, W, 1) for "L".
+
+    `name` is only used in error messages. `orient` applies the EXIF orientation tag (for photos).
+    Raises DataError, and only DataError, for anything that cannot be decoded.
+    """
+    if mode not in ("RGB", "L"):
+        raise ValueError(f"mode must be 'RGB' or 'L', not {mode!r}")
+    if not data:
+        raise DataError(f"{name}: empty file (0 bytes); replace or remove it")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # bomb warnings (our limit decides), "Corrupt EXIF data", ...
+            with Image.open(io.BytesIO(data)) as img:
+                w, h = img.size
+                if w * h > max_pixels:
+                    raise DataError(f"{name}: {w}x{h} pixels, over the limit of {max_pixels}; refusing a "
+                                    "possible decompression bomb, resize the image first")
+                img.load()  # decodes the first frame; raises on truncation
+                if orient:
+                    img = ImageOps.exif_transpose(img)
+                out = _to_array(img, mode)
+    except DataError:
+        raise
+    except Image.UnidentifiedImageError:
+        raise DataError(f"{name}: not an image Pillow can read (a wrong extension or a corrupt file?); "
+                        "replace or remove it") from None
+    except Image.DecompressionBombError:
+        raise DataError(f"{name}: too many pixels; refusing a possible decompression bomb, resize the image "
+                        "first") from None
+    except Exception as e:  # noqa: BLE001 - Pillow's decoders raise many types on hostile bytes
+        raise DataError(f"{name}: cannot decode the image ({type(e).__name__}: {e}); the file is truncated "
+                        "or corrupt, replace or remove it") from e
+    if out.ndim != 3 or out.shape[0] == 0 or out.shape[1] == 0:
+        raise DataError(f"{name}: the image has no pixels ({w}x{h}); replace or remove it")
+    out = np.ascontiguousarray(out, dtype=np.uint8)
+    return out if out.flags.writeable else out.copy()
+
+
+def load_image_file(path: str | os.PathLike, mode: str = "RGB") -> np.ndarray:
+    """A user's image file on disk -> uint8 (H, W, C), EXIF orientation applied; DataError if unreadable."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such image file" + ("" if not p.exists() else " (it is a folder)")
+                        + "; check the path")
+    size = p.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise DataError(f"{p}: {size} bytes, over the limit of {MAX_FILE_BYTES} for one image; resize it first")
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise DataError(f"{p}: cannot read the file ({e.strerror}); check its permissions") from e
+    return decode_image(data, str(p), mode, orient=True)

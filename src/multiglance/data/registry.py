@@ -1,0 +1,68 @@
+"""Name -> loader. `load_split("cifar10", root, "train")` is how the rest of the package gets data.
+
+Splits are always called "train" and "test"; "test" is the labelled evaluation split (Tiny ImageNet's
+`val/`, a class-folder tree's `val/` or `test/`). A `root` of None means the data set's default place:
+the embedded generators need none, the real data sets are looked for in `$MULTIGLANCE_DATA`, then
+`../shared/data` and `shared/data` (the project's read-only copies).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+from ..errors import DataError
+
+# name -> (loader module attribute, default file or folder under a data root, or None when generated)
+DATASETS: dict[str, tuple[str, str | None]] = {
+    "cluttered-digits": ("synthetic:load_cluttered_digits", None),
+    "cifar10": ("sources:load_cifar10", "cifar10/cifar10-jpeg.zip"),
+    "tiny-imagenet": ("sources:load_tiny_imagenet", "tiny-imagenet-200.zip"),
+    "mnist": ("sources:load_mnist", "mnist"),
+    "folder": ("sources:load_folder", None),
+    "mnist-translated-60": ("canvases:load_mnist_translated_60", "mnist"),
+    "mnist-cluttered-60": ("canvases:load_mnist_cluttered_60", "mnist"),
+    "mnist-cluttered-100": ("canvases:load_mnist_cluttered_100", "mnist"),
+    "megapixel-mnist": ("megapixel:load_megapixel_mnist", "mnist"),
+    "megapixel-mnist-easy": ("megapixel:load_megapixel_mnist_easy", "mnist"),
+}
+
+
+def data_roots() -> list[Path]:
+    roots = [os.environ.get("MULTIGLANCE_DATA"), "../shared/data", "shared/data"]
+    return [Path(r) for r in roots if r]
+
+
+def default_root(name: str) -> Path | None:
+    """The first existing default location of data set `name`, or None if it is generated or absent."""
+    rel = DATASETS[name][1]
+    if rel is None:
+        return None
+    for base in data_roots():
+        if (base / rel).exists():
+            return base / rel
+    return None
+
+
+def _loader(name: str) -> Callable:
+    if name not in DATASETS:
+        raise DataError(f"unknown data set {name!r}; choose one of: {', '.join(DATASETS)}")
+    module, func = DATASETS[name][0].split(":")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__package__}.{module}"), func)
+
+
+def load_split(name: str, root: str | os.PathLike | None, split: str, **options):
+    """Load split "train" or "test" of data set `name` as a `Split` (uint8 images in memory)."""
+    if split not in ("train", "test"):
+        raise DataError(f"unknown split {split!r}; use 'train' or 'test'")
+    loader = _loader(name)
+    if root is None and DATASETS[name][1] is not None:
+        root = default_root(name)
+        if root is None:
+            where = " or ".join(str(b / DATASETS[name][1]) for b in data_roots())
+            raise DataError(f"data set {name!r} not found at {where}; pass --data PATH to where it is")
+    if root is not None and not Path(root).exists():
+        raise DataError(f"data path {str(root)!r} does not exist; check --data")
+    return loader(root, split, **options)

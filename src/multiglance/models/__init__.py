@@ -1,0 +1,7 @@
+"""Models: the report's CNN blocks, the one- and two-glance models, and the preset registry."""
+from .glances import COMBINE_MODES, OneGlance, TwoGlance, combine
+from .registry import build_model, create_model, get_preset, list_models, register_model
+from . import presets  # noqa: F401  (registers the presets)
+
+__all__ = ["COMBINE_MODES", "OneGlance", "TwoGlance", "combine", "build_model", "create_model", "get_preset",
+           "list_models", "register_model"]

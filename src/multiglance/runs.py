@@ -1,0 +1,130 @@
+"""A run folder: `config.yaml` (the resolved config), `metrics.jsonl`, `checkpoint.pt` (the last epoch).
+
+Checkpoints are `{model, optimizer, scheduler, epoch, step, config, preset, format}` written atomically
+(a temporary file, fsync, then `os.replace`): a crash leaves the previous checkpoint intact, never half a
+file. They are read with `torch.load(weights_only=True)`, so a checkpoint cannot run code.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import RunConfig, from_dict, to_dict
+from .errors import CheckpointError, UserError
+
+CHECKPOINT, CONFIG, METRICS = "checkpoint.pt", "config.yaml", "metrics.jsonl"
+FORMAT = "multiglance-checkpoint-1"
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(file) on a temporary file beside `path`, fsync it, then rename it over `path`."""
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise UserError(f"cannot write in {str(path.parent)!r} ({e.strerror}); choose a writable --out") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"could not write {str(path)!r} ({e.strerror}); the previous file is kept") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_config(run_dir: Path, cfg: RunConfig) -> None:
+    import yaml
+
+    text = yaml.safe_dump(to_dict(cfg), sort_keys=False).encode()
+    atomic_write(Path(run_dir) / CONFIG, lambda f: f.write(text))
+
+
+def load_config(run_dir: Path) -> RunConfig:
+    import yaml
+
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        raise UserError(f"{str(run_dir)!r} is not a run folder (no {CONFIG}); pass the --out of a training run")
+    try:
+        return from_dict(yaml.safe_load(path.read_text()))
+    except yaml.YAMLError:
+        raise UserError(f"{str(path)!r} is not valid YAML; restore it or train again") from None
+
+
+def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
+    state = {"format": FORMAT, **state}
+    atomic_write(Path(run_dir) / CHECKPOINT, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint safely (weights only). Every way it can be wrong is one clear `CheckpointError`."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {str(path)!r}; train first, or check the run folder")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"refused {str(path)!r}: it holds objects other than weights and plain values, "
+                              f"which could run code ({str(e).splitlines()[0][:120]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CheckpointError(f"{str(path)!r} is not a readable checkpoint (truncated or corrupt: "
+                              f"{str(e).splitlines()[0][:100]}); resume from another copy or train again") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{str(path)!r} is not a multiglance checkpoint; pass a run folder made by "
+                              "`multiglance train`")
+    return state
+
+
+def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
+    with open(Path(run_dir) / METRICS, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut short by a crash
+            continue
+    return records
+
+
+def truncate_metrics(run_dir: Path, last_epoch: int) -> None:
+    """Keep only the records of epochs up to `last_epoch` (after a resume, the rest are redone)."""
+    kept = [r for r in read_metrics(run_dir) if r.get("epoch", 0) <= last_epoch]
+    text = "".join(json.dumps(r) + "\n" for r in kept).encode()
+    atomic_write(Path(run_dir) / METRICS, lambda f: f.write(text))
+
+
+def load_run(run_dir: str | os.PathLike, device: str = "cpu"):
+    """A trained model, in eval mode, and its RunConfig: `model, cfg = load_run("runs/digits-two")`."""
+    from .models import build_model
+
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir)
+    state = load_checkpoint(run_dir)
+    model = build_model(cfg.model)
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as e:
+        raise CheckpointError(f"the checkpoint in {str(run_dir)!r} does not fit its config's model "
+                              f"({str(e).splitlines()[0][:100]}); it comes from another model") from None
+    return model.to(device).eval(), cfg

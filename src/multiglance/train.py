@@ -1,0 +1,306 @@
+"""The training loop: one explicit loop, SGD, a learning-rate schedule, per-epoch validation, atomic
+checkpoints, exact `--resume`, and DDP under torchrun.
+
+    multiglance train --preset digits-two --out runs/digits-two
+    multiglance train --preset paper-cifar10-two --set train.epochs=30 --out runs/c10-two --resume
+    torchrun --standalone --nproc_per_node=2 -m multiglance train --preset digits-two --out runs/ddp
+
+From Python: `fit(cfg, out_dir)` with a `RunConfig` (e.g. `get_preset("digits-two")`). On CPU with a fixed
+seed a run that was stopped and resumed ends with exactly the weights of one that never stopped.
+"""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import runs
+from .config import RunConfig
+from .data import Split, load_split
+from .data.batches import channel_stats, eval_batches, train_batches
+from .errors import UserError
+from .models import build_model
+
+
+# ---- distributed (as nanoGPT does it) ------------------------------------------------------------------------
+def setup_distributed(device: str) -> tuple[int, int, str]:
+    """(rank, world size, device). Under torchrun: init the process group (nccl on GPU, gloo on CPU)."""
+    if int(os.environ.get("RANK", -1)) == -1:
+        return 0, 1, device
+    import torch.distributed as dist
+
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if device.startswith("cuda"):
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        torch.cuda.set_device(device)
+    return rank, world, device
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("train.device=cuda but no CUDA device is available; use train.device=cpu")
+    return name
+
+
+# ---- schedule and loss ---------------------------------------------------------------------------------------
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    if schedule == "step":
+        return 0.1 ** ((progress >= 0.5) + (progress >= 0.75))
+    if schedule == "constant":
+        return 1.0
+    raise UserError(f"unknown train.schedule {schedule!r}; use cosine, step or constant")
+
+
+def entropy(w: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of each row of weights (B, P) -> (B,)."""
+    return -(w * w.clamp_min(1e-12).log()).sum(-1)
+
+
+def loss_fn(model: nn.Module, out: torch.Tensor, y: torch.Tensor, cfg: RunConfig) -> torch.Tensor:
+    loss = F.cross_entropy(out, y, label_smoothing=cfg.train.label_smoothing)
+    if cfg.train.entropy_weight and getattr(model, "last_weights", None) is not None:
+        loss = loss + cfg.train.entropy_weight * entropy(model.last_weights).mean()
+    return loss
+
+
+# ---- one epoch, evaluation -----------------------------------------------------------------------------------
+def train_one_epoch(model, raw_model, optimizer, scheduler, train: Split, cfg: RunConfig, epoch: int, step: int,
+                    rank: int, world: int, device: str, run_dir: Path | None, progress: bool) -> dict:
+    model.train()
+    steps = len(train) // cfg.train.batch_size
+    if cfg.model.choice == "gumbel" and cfg.train.tau_final is not None:  # anneal tau geometrically
+        frac = epoch / max(1, cfg.train.epochs - 1)
+        raw_model.tau = cfg.model.tau * (cfg.train.tau_final / cfg.model.tau) ** frac
+    batches = train_batches(train.images, train.labels, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
+                            epoch=epoch, crop_padding=cfg.data.crop_padding, flip=cfg.data.flip, rank=rank,
+                            world=world, channels_last=cfg.train.channels_last, device=device)
+    bar = None
+    if progress and rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", unit="step", leave=False)
+    total_loss = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device)
+    seen, start = 0, time.perf_counter()
+    for x, y in batches:
+        out = model(x)
+        loss = loss_fn(raw_model, out, y, cfg)
+        if not torch.isfinite(loss):
+            raise UserError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step}; the last good "
+                            "checkpoint is kept. Lower train.lr (or add warm-up) and --resume")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        step += 1
+        total_loss += loss.detach() * y.shape[0]
+        correct += (out.detach().argmax(-1) == y).sum()
+        seen += y.shape[0]
+        if bar is not None:
+            bar.update(1)
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.3g}")
+        if rank == 0 and run_dir is not None and step % cfg.train.log_every == 0:
+            runs.append_metrics(run_dir, {"kind": "train", "epoch": epoch + 1, "step": step,
+                                          "loss": loss.item(), "lr": scheduler.get_last_lr()[0]})
+    if bar is not None:
+        bar.close()
+    seconds = time.perf_counter() - start
+    return {"step": step, "train_loss": (total_loss / max(seen, 1)).item(),
+            "train_acc": (correct / max(seen, 1)).item(), "train_seconds": seconds,
+            "images_per_s": seen * world / max(seconds, 1e-9)}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split, *, mode: str | None = None, batch_size: int = 500,
+             device: str = "cpu", channels_last: bool = True, k: int | None = None) -> dict:
+    """Accuracy and loss of `model` on `split`. Two-glance: `mode` "hard" (default) or "soft"."""
+    model.eval()
+    correct, loss, preds = 0, 0.0, []
+    for x, y in eval_batches(split.images, split.labels, batch_size=batch_size, channels_last=channels_last,
+                             device=device):
+        out = model(x) if model.kind == "one" else model(x, mode=mode, k=k)
+        loss += F.cross_entropy(out, y, reduction="sum").item()
+        pred = out.argmax(-1)
+        correct += (pred == y).sum().item()
+        preds.append(pred.cpu())
+    n = max(len(split), 1)
+    return {"accuracy": correct / n, "loss": loss / n, "predictions": torch.cat(preds) if preds else None}
+
+
+def validate(model: nn.Module, test: Split, cfg: RunConfig, device: str) -> dict:
+    kw = dict(batch_size=cfg.train.eval_batch_size, device=device, channels_last=cfg.train.channels_last)
+    hard = evaluate(model, test, mode="hard", **kw)
+    record = {"val_loss": hard["loss"], "val_acc_hard": hard["accuracy"]}
+    if model.kind == "two":
+        record["val_acc_soft"] = evaluate(model, test, mode="soft", **kw)["accuracy"]
+    return record
+
+
+# ---- the whole run -------------------------------------------------------------------------------------------
+def load_data(cfg: RunConfig) -> tuple[Split, Split]:
+    train = load_split(cfg.data.name, cfg.data.root, "train")
+    test = load_split(cfg.data.name, cfg.data.root, "test")
+    return limit(train, cfg.data.train_limit), limit(test, cfg.data.test_limit)
+
+
+def limit(split: Split, n: int | None) -> Split:
+    """A fixed random subset of n images (files are often sorted by class, so never just the first n)."""
+    if not n or n >= len(split):
+        return split
+    keep = torch.randperm(len(split), generator=torch.Generator().manual_seed(0))[:n].sort().values
+    return split.subset(keep)
+
+
+def check_fit(cfg: RunConfig, train: Split) -> None:
+    """The data must fit the model: channels, size, classes. Otherwise one clear line."""
+    _, c, h, w = train.images.shape
+    m = cfg.model
+    if (c, h, w) != (m.in_channels, m.image_size, m.image_size):
+        raise UserError(f"the data has images of {c}x{h}x{w} but the model expects {m.in_channels}x{m.image_size}"
+                        f"x{m.image_size}; set model.in_channels / model.image_size (and the patch grid) to fit")
+    if len(train.classes) != m.num_classes:
+        raise UserError(f"the data has {len(train.classes)} classes but the model has {m.num_classes}; "
+                        f"--set model.num_classes={len(train.classes)}")
+
+
+class _StopRequested(Exception):
+    pass
+
+
+def fit(cfg: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False, progress: bool = True,
+        data: tuple[Split, Split] | None = None) -> dict:
+    """Train `cfg` into run folder `out_dir`; returns the last epoch's metrics record."""
+    out_dir = Path(out_dir)
+    device = resolve_device(cfg.train.device)
+    rank, world, device = setup_distributed(device)
+    if cfg.train.batch_size % world:
+        raise UserError(f"train.batch_size={cfg.train.batch_size} must be divisible by the {world} processes")
+    train, test = data or load_data(cfg)
+    check_fit(cfg, train)
+    if out_dir.exists() and (out_dir / runs.CHECKPOINT).exists() and not resume:
+        raise UserError(f"{str(out_dir)!r} already holds a run; pass --resume to continue it, or another --out")
+    if rank == 0:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create {str(out_dir)!r} ({e.strerror}); choose another --out") from None
+
+    torch.manual_seed(cfg.train.seed)
+    raw_model = build_model(cfg.model)
+    raw_model.normalize.set_stats(*channel_stats(train.images))
+    raw_model.to(device)
+    if cfg.train.channels_last:
+        raw_model.to(memory_format=torch.channels_last)
+    decay = [p for p in raw_model.parameters() if p.dim() > 1]
+    no_decay = [p for p in raw_model.parameters() if p.dim() <= 1]
+    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": cfg.train.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}],
+                                lr=cfg.train.lr, momentum=cfg.train.momentum, nesterov=cfg.train.momentum > 0)
+    steps_per_epoch = len(train) // cfg.train.batch_size
+    if steps_per_epoch == 0:
+        raise UserError(f"only {len(train)} training images for a batch of {cfg.train.batch_size}; "
+                        "lower train.batch_size")
+    total, warmup = steps_per_epoch * cfg.train.epochs, int(cfg.train.warmup_epochs * steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, total, warmup, cfg.train.schedule))
+    start_epoch, step, last = 0, 0, {}
+    if resume and (out_dir / runs.CHECKPOINT).exists():
+        state = runs.load_checkpoint(out_dir)
+        if state.get("config", {}).get("model") != runs.to_dict(cfg)["model"]:
+            raise UserError(f"the checkpoint in {str(out_dir)!r} was trained with another model config; "
+                            "resume with the same preset and --set values, or use another --out")
+        raw_model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, step = state["epoch"] + 1, state["step"]
+        if rank == 0:
+            runs.truncate_metrics(out_dir, start_epoch)
+    elif rank == 0:
+        (out_dir / runs.METRICS).unlink(missing_ok=True)
+    if rank == 0:
+        runs.save_config(out_dir, cfg)
+    model = raw_model
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(raw_model, device_ids=[device] if "cuda" in device else None)
+    writer = _tensorboard(out_dir) if cfg.train.tensorboard and rank == 0 else None
+
+    stop = {"signal": None}
+    handlers = _install_stop_handlers(stop)
+    try:
+        for epoch in range(start_epoch, cfg.train.epochs):
+            record = train_one_epoch(model, raw_model, optimizer, scheduler, train, cfg, epoch, step, rank, world,
+                                     device, out_dir, progress)
+            step = record["step"]
+            if rank == 0:
+                record = {"kind": "epoch", "epoch": epoch + 1, "lr": scheduler.get_last_lr()[0], **record,
+                          **validate(raw_model, test, cfg, device)}
+                runs.save_checkpoint(out_dir, {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
+                                               "scheduler": scheduler.state_dict(), "epoch": epoch, "step": step,
+                                               "config": runs.to_dict(cfg), "preset": cfg.preset})
+                runs.append_metrics(out_dir, record)
+                if writer is not None:
+                    for key, value in record.items():
+                        if isinstance(value, (int, float)) and key not in ("epoch", "step"):
+                            writer.add_scalar(key, value, step)
+                if progress:
+                    soft = f" soft {record['val_acc_soft']:.4f}" if "val_acc_soft" in record else ""
+                    print(f"epoch {epoch + 1}/{cfg.train.epochs}  loss {record['train_loss']:.4f}  "
+                          f"val {record['val_acc_hard']:.4f}{soft}  {record['images_per_s']:.0f} img/s", flush=True)
+            last = record
+            if stop["signal"]:
+                raise _StopRequested
+    except _StopRequested:
+        if rank == 0 and progress:
+            print(f"stopped by {stop['signal']} after epoch {last.get('epoch')}; the checkpoint is saved, "
+                  "continue with --resume", flush=True)
+    finally:
+        _restore_handlers(handlers)
+        if writer is not None:
+            writer.close()
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    return last
+
+
+def _install_stop_handlers(stop: dict):
+    """SIGINT/SIGTERM: finish the current epoch's checkpoint, then stop (a second signal stops at once)."""
+    def handler(signum, frame):
+        if stop["signal"]:
+            raise KeyboardInterrupt
+        stop["signal"] = signal.Signals(signum).name
+    try:
+        return {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread
+        return {}
+
+
+def _restore_handlers(handlers: dict) -> None:
+    for s, h in handlers.items():
+        signal.signal(s, h)
+
+
+def _tensorboard(out_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise UserError("train.tensorboard=true needs the tensorboard package: pip install tensorboard") from None
+    return SummaryWriter(str(out_dir / "tensorboard"))
