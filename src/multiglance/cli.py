@@ -5,6 +5,8 @@ Any `UserError` (bad path, corrupt file, unknown option, wrong checkpoint) is on
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -108,12 +110,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keys", action="store_true", help="list the config keys --set accepts")
     p.set_defaults(func=cmd_presets)
 
-    for register in _EXTENSIONS:
-        register(sub)
+    for name in EXTENSIONS:  # later stages add their own subcommands: module.register(subparsers)
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name).register(sub)
     return parser
 
 
-_EXTENSIONS: list = []  # functions(subparsers) that add the commands of later stages (analysis, bench, ...)
+# Modules that define `register(subparsers)` for their subcommands (each may not exist yet in a checkout).
+EXTENSIONS = [
+    "multiglance.experiments",         # bench paper / bench beyond: reproduce the report, publish docs/results
+    "multiglance.bench",               # bench speed
+    "multiglance.analysis.commands",   # analyze, report, predict
+    "multiglance.data.download",       # data download
+    "multiglance.megapixel",           # megapixel experiments
+]
 
 
 def main(argv: list[str] | None = None) -> int:
