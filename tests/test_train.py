@@ -1,0 +1,120 @@
+"""Training: learns far above chance, exact resume, checkpoints, 2-process DDP, data/model mismatch errors."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import tiny_config
+from multiglance import runs
+from multiglance.errors import UserError
+from multiglance.train import fit, lr_factor
+
+
+def test_metrics_checkpoint_and_config_written(tiny_run):
+    records = runs.read_metrics(tiny_run)
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert len(epochs) == 1 and {"train_loss", "val_acc_hard", "val_acc_soft", "lr", "images_per_s"} <= set(epochs[0])
+    assert any(r["kind"] == "train" for r in records)
+    state = runs.load_checkpoint(tiny_run)
+    assert state["epoch"] == 0 and state["preset"] == "digits-two" and {"model", "optimizer", "scheduler"} <= set(state)
+    assert runs.load_config(tiny_run) == tiny_config()
+
+
+@pytest.mark.parametrize("preset", ["digits-one", "digits-two"])
+def test_short_training_far_above_chance(tmp_path, preset):
+    """Cluttered digits, 10 classes (chance 10%): 4 epochs reach over 4x chance (the 12-epoch demo: ~90%)."""
+    cfg = tiny_config(preset, **{"data.train_limit": "none", "data.test_limit": 500, "train.epochs": 4,
+                                 "train.batch_size": 32})
+    last = fit(cfg, tmp_path / preset, progress=False)
+    assert last["val_acc_hard"] > 0.4, last
+
+
+def test_same_seed_gives_bit_identical_weights(tmp_path):
+    fit(tiny_config(), tmp_path / "a", progress=False)
+    fit(tiny_config(), tmp_path / "b", progress=False)
+    a, b = runs.load_checkpoint(tmp_path / "a")["model"], runs.load_checkpoint(tmp_path / "b")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_from_epoch_checkpoint_is_exact(tmp_path):
+    """Stop a 3-epoch run after epoch 2 (SIGTERM-style: flag honoured at the end of the epoch), resume it."""
+    import multiglance.train as train_module
+
+    cfg = tiny_config(**{"train.epochs": 3})
+    reference = tmp_path / "reference"
+    fit(cfg, reference, progress=False)
+
+    out = tmp_path / "stopped"
+    original = train_module.train_one_epoch
+    calls = {"n": 0}
+
+    def stop_after_two(*args, **kwargs):
+        calls["n"] += 1
+        result = original(*args, **kwargs)
+        if calls["n"] == 2:
+            raise KeyboardInterrupt  # a crash right after epoch 2's step loop, before its checkpoint
+        return result
+
+    train_module.train_one_epoch = stop_after_two
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fit(cfg, out, progress=False)
+    finally:
+        train_module.train_one_epoch = original
+    assert runs.load_checkpoint(out)["epoch"] == 0  # only epoch 1 was checkpointed
+    last = fit(cfg, out, resume=True, progress=False)
+    assert last["epoch"] == 3
+    a, b = runs.load_checkpoint(reference)["model"], runs.load_checkpoint(out)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    epochs = [r["epoch"] for r in runs.read_metrics(out) if r["kind"] == "epoch"]
+    assert epochs == [1, 2, 3]  # no duplicate records after the resume
+
+
+def test_existing_run_is_not_overwritten(tiny_run):
+    before = (tiny_run / runs.CHECKPOINT).read_bytes()
+    with pytest.raises(UserError, match="already holds a run"):
+        fit(tiny_config(), tiny_run, progress=False)
+    assert (tiny_run / runs.CHECKPOINT).read_bytes() == before
+
+
+def test_resume_with_another_model_is_refused(tiny_run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_run, copy)
+    with pytest.raises(UserError, match="another model config"):
+        fit(tiny_config(**{"model.channels": "8,8,8"}), copy, resume=True, progress=False)
+
+
+def test_data_that_does_not_fit_the_model_is_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match="expects 3x48x48"):
+        fit(tiny_config(**{"model.in_channels": 3}), tmp_path / "x", progress=False)
+
+
+def test_lr_schedule():
+    assert lr_factor(0, 100, 10, "cosine") == pytest.approx(0.1)
+    assert lr_factor(10, 100, 10, "cosine") == pytest.approx(1.0)
+    assert lr_factor(100, 100, 10, "cosine") == pytest.approx(0.0)
+    assert lr_factor(80, 100, 0, "step") == pytest.approx(0.01)
+
+
+def test_ddp_two_processes_on_cpu(tmp_path):
+    """torchrun --nproc_per_node=2 with gloo: trains, and rank 0 alone writes the run folder."""
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parents[1] / "src"))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "multiglance",
+           "train", "--preset", "digits-two", "--out", str(out), "--quiet", "--set", "data.train_limit=512",
+           "--set", "data.test_limit=128", "--epochs", "1", "--set", "train.batch_size=64"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    epochs = [json.loads(l) for l in (out / runs.METRICS).read_text().splitlines() if '"epoch"' in l]
+    epochs = [r for r in epochs if r["kind"] == "epoch"]
+    assert len(epochs) == 1 and epochs[0]["step"] == 512 // 64
+    state = runs.load_checkpoint(out)
+    assert state["epoch"] == 0
