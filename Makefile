@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export MALLOC_MMAP_THRESHOLD_ ?= 33554432
 export MALLOC_TRIM_THRESHOLD_ ?= 4294967296
 
-.PHONY: install demo test clean
+.PHONY: install demo test clean reproduce reproduce-quick
 
 install: $(VENV)/.installed
 
@@ -25,6 +25,17 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# make reproduce: the report's experiments on ../shared/data -> docs/RESULTS.md, docs/results/*.json, docs/*.png
+# (CIFAR-10 and Tiny ImageNet side by side, one thread each). make reproduce-quick: the same pipeline with tiny
+# budgets into runs/paper-quick (docs untouched), a few minutes.
+REPRO = $(PY) -m multiglance bench paper --threads 1 --runs-dir runs/paper
+reproduce: install
+	$(REPRO) --datasets cifar10 & $(REPRO) --datasets tiny-imagenet; wait
+	$(REPRO) --report-only
+
+reproduce-quick: install
+	$(PY) -m multiglance bench paper --quick --runs-dir runs/paper-quick/runs --docs runs/paper-quick
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

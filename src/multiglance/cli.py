@@ -17,8 +17,10 @@ from .errors import UserError
 def cmd_train(args) -> None:
     from .config import apply_overrides, apply_yaml
     from .models import get_preset
+    from .allocator import tune_allocator
     from .train import fit
 
+    tune_allocator()  # keep freed activations in the heap (as the Makefile's MALLOC_* variables do)
     cfg = get_preset(args.preset)
     if args.config:
         apply_yaml(cfg, args.config)
@@ -123,6 +125,7 @@ EXTENSIONS = [
     "multiglance.analysis.commands",   # analyze, report, predict
     "multiglance.data.download",       # data download
     "multiglance.megapixel",           # megapixel experiments
+    "multiglance.experiments_beyond",  # bench beyond: glimpse benchmark, top-k, the accuracy-FLOPs front
 ]
 
 

@@ -66,6 +66,7 @@ class TrainConfig:
     channels_last: bool = True  # memory format of activations (about 3x faster for these nets on CPU)
     eval_batch_size: int = 500  # images per validation batch
     log_every: int = 50  # steps between training-loss records in metrics.jsonl
+    checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0: only at the end of each epoch)
     tensorboard: bool = False  # also log to TensorBoard (if installed)
 
 
@@ -88,11 +89,15 @@ def to_dict(cfg: RunConfig) -> dict[str, Any]:
 
 
 def from_dict(d: dict[str, Any]) -> RunConfig:
+    if not isinstance(d, dict):
+        raise ConfigError(f"a config must be a mapping of sections ({', '.join(SECTIONS)}), not a {type(d).__name__}")
     cfg = RunConfig(preset=str(d.get("preset", "custom")))
     for key in d:
         if key not in (*SECTIONS, "preset"):
             raise ConfigError(f"unknown config section {key!r}; use {', '.join(SECTIONS)}")
     for s in SECTIONS:
+        if not isinstance(d.get(s) or {}, dict):
+            raise ConfigError(f"config section {s!r} must be a mapping of key: value, not {d[s]!r:.60}")
         for k, v in (d.get(s) or {}).items():
             set_value(cfg, f"{s}.{k}", v)
     return cfg

@@ -2,7 +2,10 @@
 
 Checkpoints are `{model, optimizer, scheduler, epoch, step, config, preset, format}` written atomically
 (a temporary file, fsync, then `os.replace`): a crash leaves the previous checkpoint intact, never half a
-file. They are read with `torch.load(weights_only=True)`, so a checkpoint cannot run code.
+file. A mid-epoch checkpoint (SIGINT/SIGTERM, `train.checkpoint_every`) also holds `batch_in_epoch` (>0:
+that many batches of epoch `epoch + 1` are done) and `partial` (that epoch's running sums); every
+checkpoint holds `rng`, the global generator's state. They are read with `torch.load(weights_only=True)`,
+so a checkpoint cannot run code.
 """
 from __future__ import annotations
 
@@ -10,7 +13,6 @@ import json
 import os
 import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +38,34 @@ def atomic_write(path: Path, write) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_folder(path.parent)  # the rename itself survives a power cut
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
         raise UserError(f"could not write {str(path)!r} ({e.strerror}); the previous file is kept") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # not every file system lets a folder be opened (best effort)
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def remove_temp_files(run_dir: Path) -> list[Path]:
+    """Delete the temporary files of writes that a crash (SIGKILL, power cut) cut short; returns them."""
+    stale = [p for name in (CHECKPOINT, CONFIG, METRICS) for p in Path(run_dir).glob(f".{name}.*.tmp")]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def save_config(run_dir: Path, cfg: RunConfig) -> None:
@@ -68,6 +92,12 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
     atomic_write(Path(run_dir) / CHECKPOINT, lambda f: torch.save(state, f))
 
 
+def _first_line(e: BaseException, limit: int) -> str:
+    """The start of an exception's message for a one-line error (some have none: `EOFError()`)."""
+    lines = str(e).strip().splitlines()
+    return lines[0][:limit] if lines else type(e).__name__
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load a checkpoint safely (weights only). Every way it can be wrong is one clear `CheckpointError`."""
     path = Path(path)
@@ -79,10 +109,10 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(f"refused {str(path)!r}: it holds objects other than weights and plain values, "
-                              f"which could run code ({str(e).splitlines()[0][:120]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+                              f"which could run code ({_first_line(e, 120)})") from None
+    except Exception as e:  # noqa: BLE001 - damaged bytes raise many types (EOFError, KeyError, BadZipFile...)
         raise CheckpointError(f"{str(path)!r} is not a readable checkpoint (truncated or corrupt: "
-                              f"{str(e).splitlines()[0][:100]}); resume from another copy or train again") from None
+                              f"{_first_line(e, 100)}); resume from another copy or train again") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a multiglance checkpoint; pass a run folder made by "
                               "`multiglance train`")
@@ -90,8 +120,14 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
-    with open(Path(run_dir) / METRICS, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    """Append one JSON line. A line cut short (a crash, a full disk) is skipped by `read_metrics` and dropped
+    by the `truncate_metrics` of the next --resume."""
+    try:
+        with open(Path(run_dir) / METRICS, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as e:
+        raise UserError(f"could not write {str(Path(run_dir) / METRICS)!r} ({e.strerror}); free some space (or "
+                        "choose a writable --out) and --resume") from None
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -107,9 +143,15 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     return records
 
 
-def truncate_metrics(run_dir: Path, last_epoch: int) -> None:
-    """Keep only the records of epochs up to `last_epoch` (after a resume, the rest are redone)."""
-    kept = [r for r in read_metrics(run_dir) if r.get("epoch", 0) <= last_epoch]
+def truncate_metrics(run_dir: Path, last_epoch: int, last_step: int | None = None) -> None:
+    """Keep only the records of epochs up to `last_epoch` (after a resume, the rest are redone); given
+    `last_step` (a mid-epoch checkpoint's), training records are kept up to that step instead."""
+    def keep(r: dict[str, Any]) -> bool:
+        if last_step is not None and r.get("kind") == "train":
+            return r.get("step", 0) <= last_step
+        return r.get("epoch", 0) <= last_epoch
+
+    kept = [r for r in read_metrics(run_dir) if keep(r)]
     text = "".join(json.dumps(r) + "\n" for r in kept).encode()
     atomic_write(Path(run_dir) / METRICS, lambda f: f.write(text))
 
@@ -126,5 +168,5 @@ def load_run(run_dir: str | os.PathLike, device: str = "cpu"):
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError) as e:
         raise CheckpointError(f"the checkpoint in {str(run_dir)!r} does not fit its config's model "
-                              f"({str(e).splitlines()[0][:100]}); it comes from another model") from None
+                              f"({_first_line(e, 100)}); it comes from another model") from None
     return model.to(device).eval(), cfg

@@ -7,6 +7,8 @@ checkpoints, exact `--resume`, and DDP under torchrun.
 
 From Python: `fit(cfg, out_dir)` with a `RunConfig` (e.g. `get_preset("digits-two")`). On CPU with a fixed
 seed a run that was stopped and resumed ends with exactly the weights of one that never stopped.
+SIGINT/SIGTERM stop after the current step with a checkpoint; SIGKILL loses at most the steps since the last
+checkpoint (every epoch, or every N steps with `--set train.checkpoint_every=N`). See docs/RELIABILITY.md.
 """
 from __future__ import annotations
 
@@ -76,12 +78,22 @@ def loss_fn(model: nn.Module, out: torch.Tensor, y: torch.Tensor, cfg: RunConfig
     loss = F.cross_entropy(out, y, label_smoothing=cfg.train.label_smoothing)
     if cfg.train.entropy_weight and getattr(model, "last_weights", None) is not None:
         loss = loss + cfg.train.entropy_weight * entropy(model.last_weights).mean()
+    log_prob = getattr(model, "last_log_prob", None)  # choice="reinforce": the sampled patch's log w, (B,)
+    if log_prob is not None:  # REINFORCE, reward = -(the image's loss), baseline = the batch mean reward
+        reward = -F.cross_entropy(out.detach(), y, reduction="none")  # (B,)
+        loss = loss - ((reward - reward.mean()) * log_prob).mean()
     return loss
 
 
 # ---- one epoch, evaluation -----------------------------------------------------------------------------------
 def train_one_epoch(model, raw_model, optimizer, scheduler, train: Split, cfg: RunConfig, epoch: int, step: int,
-                    rank: int, world: int, device: str, run_dir: Path | None, progress: bool) -> dict:
+                    rank: int, world: int, device: str, run_dir: Path | None, progress: bool, *,
+                    start_batch: int = 0, partial: dict | None = None, checkpoint=None,
+                    stop: dict | None = None) -> dict:
+    """One pass over the training set. `start_batch` skips the batches a mid-epoch checkpoint already holds
+    (`partial`: its running sums); `checkpoint(step, batch, sums)` is called every `train.checkpoint_every`
+    steps, and after the step during which `stop["signal"]` was set (one process only), which ends the epoch
+    early with "stopped": True in the returned record."""
     model.train()
     steps = len(train) // cfg.train.batch_size
     if cfg.model.choice == "gumbel" and cfg.train.tau_final is not None:  # anneal tau geometrically
@@ -89,16 +101,20 @@ def train_one_epoch(model, raw_model, optimizer, scheduler, train: Split, cfg: R
         raw_model.tau = cfg.model.tau * (cfg.train.tau_final / cfg.model.tau) ** frac
     batches = train_batches(train.images, train.labels, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
                             epoch=epoch, crop_padding=cfg.data.crop_padding, flip=cfg.data.flip, rank=rank,
-                            world=world, channels_last=cfg.train.channels_last, device=device)
+                            world=world, channels_last=cfg.train.channels_last, device=device,
+                            start_batch=start_batch)
     bar = None
     if progress and rank == 0:
         from tqdm import tqdm
 
-        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", unit="step", leave=False)
-    total_loss = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device)
-    seen, start = 0, time.perf_counter()
-    for x, y in batches:
+        bar = tqdm(total=steps, initial=start_batch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", unit="step",
+                   leave=False, disable=None)  # disable=None: no bar when stdout is not a terminal (clean logs)
+    partial = partial or {}
+    total_loss = partial.get("loss_sum", torch.zeros(())).to(device)
+    correct = partial.get("correct", torch.zeros(())).to(device)
+    seen, start = partial.get("seen", 0), time.perf_counter() - partial.get("seconds", 0.0)
+    stopped = False
+    for batch, (x, y) in enumerate(batches, start_batch):
         out = model(x)
         loss = loss_fn(raw_model, out, y, cfg)
         if not torch.isfinite(loss):
@@ -119,10 +135,18 @@ def train_one_epoch(model, raw_model, optimizer, scheduler, train: Split, cfg: R
         if rank == 0 and run_dir is not None and step % cfg.train.log_every == 0:
             runs.append_metrics(run_dir, {"kind": "train", "epoch": epoch + 1, "step": step,
                                           "loss": loss.item(), "lr": scheduler.get_last_lr()[0]})
+        if checkpoint is not None and batch + 1 < steps:  # the end of the epoch checkpoints anyway
+            stopped = bool(stop and stop["signal"]) and world == 1
+            every = cfg.train.checkpoint_every
+            if stopped or (every and step % every == 0):
+                checkpoint(step, batch + 1, {"loss_sum": total_loss.detach().cpu(), "correct": correct.cpu(),
+                                             "seen": seen, "seconds": time.perf_counter() - start})
+            if stopped:
+                break
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - start
-    return {"step": step, "train_loss": (total_loss / max(seen, 1)).item(),
+    return {**({"stopped": True} if stopped else {}), "step": step, "train_loss": (total_loss / max(seen, 1)).item(),
             "train_acc": (correct / max(seen, 1)).item(), "train_seconds": seconds,
             "images_per_s": seen * world / max(seconds, 1e-9)}
 
@@ -184,6 +208,13 @@ class _StopRequested(Exception):
     pass
 
 
+def _check_finite(model: nn.Module, step: int) -> None:
+    """UserError if any weight is NaN or infinite (checked before a checkpoint or metrics record is written)."""
+    if not torch.stack([p.detach().isfinite().all() for p in model.parameters()]).all():
+        raise UserError(f"the weights became NaN or infinite by step {step}; the last good checkpoint is kept. "
+                        "Lower train.lr (or add warm-up) and start again, or --resume from that checkpoint")
+
+
 def fit(cfg: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False, progress: bool = True,
         data: tuple[Split, Split] | None = None) -> dict:
     """Train `cfg` into run folder `out_dir`; returns the last epoch's metrics record."""
@@ -220,7 +251,7 @@ def fit(cfg: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False, pro
     total, warmup = steps_per_epoch * cfg.train.epochs, int(cfg.train.warmup_epochs * steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, total, warmup, cfg.train.schedule))
-    start_epoch, step, last = 0, 0, {}
+    start_epoch, step, last, start_batch, partial = 0, 0, {}, 0, None
     if resume and (out_dir / runs.CHECKPOINT).exists():
         state = runs.load_checkpoint(out_dir)
         if state.get("config", {}).get("model") != runs.to_dict(cfg)["model"]:
@@ -230,8 +261,12 @@ def fit(cfg: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False, pro
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, step = state["epoch"] + 1, state["step"]
+        start_batch, partial = state.get("batch_in_epoch", 0), state.get("partial")  # a mid-epoch checkpoint
+        if "rng" in state:  # the global generator (gumbel noise) continues where it was
+            torch.set_rng_state(state["rng"])
         if rank == 0:
-            runs.truncate_metrics(out_dir, start_epoch)
+            runs.remove_temp_files(out_dir)
+            runs.truncate_metrics(out_dir, start_epoch, last_step=step if start_batch else None)
     elif rank == 0:
         (out_dir / runs.METRICS).unlink(missing_ok=True)
     if rank == 0:
@@ -241,20 +276,37 @@ def fit(cfg: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False, pro
         model = nn.parallel.DistributedDataParallel(raw_model, device_ids=[device] if "cuda" in device else None)
     writer = _tensorboard(out_dir) if cfg.train.tensorboard and rank == 0 else None
 
+    def save(epoch_done: int, at_step: int, batch_in_epoch: int = 0, sums: dict | None = None) -> None:
+        """Checkpoint after `epoch_done` whole epochs (0-based, -1 for none) and `batch_in_epoch` batches of
+        the next; never weights that are no longer finite (the last good checkpoint stays)."""
+        _check_finite(raw_model, at_step)
+        runs.save_checkpoint(out_dir, {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
+                                       "scheduler": scheduler.state_dict(), "epoch": epoch_done, "step": at_step,
+                                       "batch_in_epoch": batch_in_epoch, "partial": sums,
+                                       "rng": torch.get_rng_state(), "config": runs.to_dict(cfg),
+                                       "preset": cfg.preset})
+
     stop = {"signal": None}
     handlers = _install_stop_handlers(stop)
     try:
         for epoch in range(start_epoch, cfg.train.epochs):
+            first = epoch == start_epoch
             record = train_one_epoch(model, raw_model, optimizer, scheduler, train, cfg, epoch, step, rank, world,
-                                     device, out_dir, progress)
+                                     device, out_dir, progress, start_batch=start_batch if first else 0,
+                                     partial=partial if first else None, stop=stop,
+                                     checkpoint=(lambda s, b, sums, e=epoch: save(e - 1, s, b, sums))
+                                     if rank == 0 else None)
             step = record["step"]
+            if record.pop("stopped", False):
+                raise _StopRequested
             if rank == 0:
+                _check_finite(raw_model, step)
                 record = {"kind": "epoch", "epoch": epoch + 1, "lr": scheduler.get_last_lr()[0], **record,
                           **validate(raw_model, test, cfg, device)}
-                runs.save_checkpoint(out_dir, {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
-                                               "scheduler": scheduler.state_dict(), "epoch": epoch, "step": step,
-                                               "config": runs.to_dict(cfg), "preset": cfg.preset})
+                # the record first: a crash between the two leaves a record that --resume drops and redoes,
+                # never a checkpoint whose epoch has no record
                 runs.append_metrics(out_dir, record)
+                save(epoch, step)
                 if writer is not None:
                     for key, value in record.items():
                         if isinstance(value, (int, float)) and key not in ("epoch", "step"):
@@ -267,9 +319,9 @@ def fit(cfg: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False, pro
             if stop["signal"]:
                 raise _StopRequested
     except _StopRequested:
-        if rank == 0 and progress:
-            print(f"stopped by {stop['signal']} after epoch {last.get('epoch')}; the checkpoint is saved, "
-                  "continue with --resume", flush=True)
+        if rank == 0:
+            print(f"stopped by {stop['signal']} at step {step}; the checkpoint is saved, continue with --resume",
+                  flush=True)
     finally:
         _restore_handlers(handlers)
         if writer is not None:
@@ -282,7 +334,8 @@ def fit(cfg: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False, pro
 
 
 def _install_stop_handlers(stop: dict):
-    """SIGINT/SIGTERM: finish the current epoch's checkpoint, then stop (a second signal stops at once)."""
+    """SIGINT/SIGTERM: finish the current step, checkpoint, then stop (a second signal stops at once). Under
+    DDP the processes stop together at the end of the epoch instead."""
     def handler(signum, frame):
         if stop["signal"]:
             raise KeyboardInterrupt

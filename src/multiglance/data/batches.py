@@ -43,17 +43,26 @@ def to_float(x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
 
 def train_batches(images: torch.Tensor, labels: torch.Tensor, *, batch_size: int, seed: int, epoch: int,
                   crop_padding: int = 0, flip: bool = False, rank: int = 0, world: int = 1,
-                  channels_last: bool = False, device: str | torch.device = "cpu"):
+                  channels_last: bool = False, device: str | torch.device = "cpu", start_batch: int = 0):
     """Yield (float images, labels) for one epoch: shuffled by (seed, epoch), split by rank, augmented.
 
-    The same (seed, epoch) gives the same batches, which is what makes `--resume` exact.
+    The same (seed, epoch) gives the same batches, which is what makes `--resume` exact. `start_batch` skips
+    the first batches (a resume from a mid-epoch checkpoint): their augmentation is still drawn, so the
+    batches that follow are exactly those of an uninterrupted epoch.
     """
     g = torch.Generator().manual_seed(seed * 100003 + epoch)
     order = torch.randperm(images.shape[0], generator=g)
     per_rank = batch_size // world
     n = (images.shape[0] // batch_size) * batch_size  # drop the last partial batch: every rank equal
-    for start in range(0, n, batch_size):
+    for i, start in enumerate(range(0, n, batch_size)):
         index = order[start + rank * per_rank: start + (rank + 1) * per_rank]
+        if i < start_batch:  # trained on before the checkpoint: advance the generator as that batch did
+            x = images[index]  # (b, C, H, W) uint8, on the CPU: only the random draws matter
+            if crop_padding:
+                random_crop(x, crop_padding, g)
+            if flip:
+                random_flip(x, g)
+            continue
         x = images[index].to(device, non_blocking=True)  # (b, C, H, W) uint8
         if crop_padding:
             x = random_crop(x, crop_padding, g)

@@ -228,7 +228,8 @@ def _unpickle(tree: Tree, name: str) -> dict[str, object]:
     except DataError as e:
         raise DataError(f"{tree.where(name)}: {e}") from None
     except Exception as e:  # noqa: BLE001 - a corrupt pickle raises many types
-        raise DataError(f"{tree.where(name)}: not a CIFAR-10 python batch ({type(e).__name__}: {e})") from e
+        first = (str(e).strip().splitlines() or [""])[0][:120]  # some pickle errors span several lines
+        raise DataError(f"{tree.where(name)}: not a CIFAR-10 python batch ({type(e).__name__}: {first})") from e
     if not isinstance(obj, dict):
         raise DataError(f"{tree.where(name)}: not a CIFAR-10 python batch (holds a {type(obj).__name__})")
     return {k.decode("latin1") if isinstance(k, bytes) else str(k): v for k, v in obj.items()}

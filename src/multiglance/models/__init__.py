@@ -5,3 +5,4 @@ from . import presets  # noqa: F401  (registers the presets)
 
 __all__ = ["COMBINE_MODES", "OneGlance", "TwoGlance", "combine", "build_model", "create_model", "get_preset",
            "list_models", "register_model"]
+from . import presets_beyond  # noqa: E402,F401  (beyond the report: MNIST canvases, the CIFAR-10 front)

@@ -21,7 +21,7 @@ from .blocks import ConvStack, Normalize, head
 
 COMBINE_MODES = ("logits", "probs", "mixture")
 INFERENCE_MODES = ("hard", "soft")
-CHOICE_MODES = ("soft", "gumbel")
+CHOICE_MODES = ("soft", "gumbel", "reinforce")
 
 
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -107,6 +107,7 @@ class TwoGlance(nn.Module):
         context = self.glance1.out_features if fuse else 0
         self.what = head(self.glance2.out_features + context, num_classes, hidden)
         self.last_weights: torch.Tensor | None = None  # (B, P) of the last training forward, for loss terms
+        self.last_log_prob: torch.Tensor | None = None  # (B,) log w of the sampled patch (choice="reinforce")
 
     # ---- stages -------------------------------------------------------------------------------------------
     def thumbnail(self, x: torch.Tensor) -> torch.Tensor:
@@ -156,9 +157,17 @@ class TwoGlance(nn.Module):
         scores = self.where(g)  # (B, P)
         context = g if self.fuse else None
         self.last_weights = w = scores.softmax(-1)
+        self.last_log_prob = None
+        if self.choice == "reinforce":  # sample one patch from w; only it is classified, as at test time
+            index = torch.multinomial(w.detach(), 1)  # (B, 1)
+            self.last_log_prob = w.gather(1, index)[:, 0].clamp_min(1e-12).log()  # (B,), the loss adds REINFORCE
+            return self.classify_patches(self.select_patches(x, index), context)[:, 0]  # (B, K)
+        z = self.classify_patches(self.patches(x), context)  # (B, P, K)
         if self.choice == "gumbel":  # straight-through Gumbel-softmax: one patch forward, soft gradient back
-            w = F.gumbel_softmax(scores, tau=self.tau, hard=True)
-        return combine(w, self.classify_patches(self.patches(x), context), self.combine)  # (B, K)
+            w = F.gumbel_softmax(scores, tau=self.tau, hard=True)  # (B, P) one-hot, gradient of the soft sample
+            if self.combine == "mixture":  # log of a one-hot w passes no gradient to the unchosen patches:
+                return combine(w, z, "probs").clamp_min(1e-12).log()  # log sum_i w_i p_i has the same value, and does
+        return combine(w, z, self.combine)  # (B, K)
 
     def infer(self, x: torch.Tensor, mode: str | None = None, k: int | None = None,
               normalized: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

@@ -35,7 +35,7 @@ def _digits(kind: str) -> RunConfig:
                         patch_size=24, patch_stride=12, thumb_size=16)
     # plain nets without BatchNorm: 0.03 diverged for the one-glance net, 0.02 suits the two-glance one
     return RunConfig(model=model, data=DataConfig(name="cluttered-digits"),
-                     train=TrainConfig(epochs=12, batch_size=64, lr=0.01 if kind == "one" else 0.02,
+                     train=TrainConfig(epochs=12, batch_size=32, lr=0.01 if kind == "one" else 0.02,
                                        warmup_epochs=0.5))
 
 

@@ -1,0 +1,119 @@
+"""The `analyze`, `report` and `predict` subcommands (added to the CLI by `register(subparsers)`)."""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+
+from ..errors import UserError
+
+
+def cmd_analyze(args) -> None:
+    from .analyze import analyze_run
+
+    out = args.out or f"{args.run.rstrip('/')}/analysis"
+    summary = analyze_run(args.run, data=args.data, out=out, split=args.split, limit=args.limit, k=args.k,
+                          example=args.example)
+    if args.publish:
+        from pathlib import Path
+
+        from .publish import publish
+
+        path = publish(summary, Path(out), Path(args.run), args.publish, Path(args.docs))
+        print(f"published {path} and the analysis section of {Path(args.docs) / 'RESULTS.md'}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(summary))
+        return
+    w = summary["weights"]
+    print(f"{summary['images']} images of {summary['dataset']} {summary['split']}, {summary['grid']}x"
+          f"{summary['grid']} patches; hard accuracy {summary['accuracy_hard']:.4f}")
+    print(f"glance 1 entropy {w['entropy_mean']:.3f} of {w['entropy_max']:.3f} nats; mean top weight "
+          f"{w['max_weight_mean']:.3f}; std/mean over images {w['relative_std_mean']:.3f}")
+    print("share on top, by position: " + "  ".join(" ".join(f"{v:.2f}" for v in row) for row in w["top_share"]))
+    loc = summary["localisation"]
+    if loc:
+        for m in ("overlap", "contains_centre", "coverage"):
+            print(f"{m:16s} " + "  ".join(f"{n} {loc[m][n]:.3f}" for n in ("model", "normalized", "random",
+                                                                              "centre", "best")))
+    print(f"figures and analysis.json saved in {out}")
+
+
+def cmd_report(args) -> None:
+    from .report import write_report
+
+    path = write_report(args.run, args.out, data=args.data, split=args.split, limit=args.limit, k=args.k)
+    print(f"report saved in {path}")
+
+
+def cmd_predict(args) -> None:
+    from ..predict import predict_files, run_classes
+    from ..runs import load_run
+
+    model, cfg = load_run(args.run)
+    classes = run_classes(cfg, args.data)
+    preds, errors = predict_files(model, classes, args.images, top_k=args.top_k, patches=args.patches,
+                                  overlays=args.save_overlays)
+    for f, message in errors:
+        print(f"skipped {f}: {message}", file=sys.stderr)
+    if not preds:
+        raise UserError(f"none of the {len(errors)} image files could be read (see above)")
+    if args.json:
+        print(json.dumps({"predictions": [p.row() for p in preds], "errors": [{"file": f, "error": m}
+                                                                             for f, m in errors]}))
+    elif args.csv:
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(["file", "class", "probability", "patch", "x0", "y0", "x1", "y1", "top_k"])
+        for p in preds:
+            box = p.patch_box or ["", "", "", ""]
+            w.writerow([p.file, p.label, f"{p.probability:.6f}", "" if p.patch is None else p.patch, *box,
+                        ";".join(f"{c}:{q:.6f}" for c, q in p.top_k)])
+    else:
+        for p in preds:
+            where = "" if p.patch is None else f"  patch {p.patch} at {tuple(p.patch_box)}"
+            others = "" if len(p.top_k) < 2 else "  (" + ", ".join(f"{c} {q:.3f}" for c, q in p.top_k[1:]) + ")"
+            print(f"{p.file}: {p.label} {p.probability:.3f}{where}{others}")
+    if args.save_overlays and preds:
+        print(f"overlays saved in {args.save_overlays}", file=sys.stderr)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("analyze", help="where glance 1 looks: patch-weight statistics, figures, localisation")
+    p.add_argument("run", help="a two-glance run folder")
+    p.add_argument("--data", help="data file or folder (default: the one the run was trained on)")
+    p.add_argument("--out", help="folder for the PNGs and analysis.json (default RUN/analysis)")
+    p.add_argument("--split", default="test", choices=("test", "train"), help="which split (default test)")
+    p.add_argument("--limit", type=int, help="only a fixed random subset of N images")
+    p.add_argument("--k", type=int, default=6, help="images per cell of the top-patch grid (default 6)")
+    p.add_argument("--example", type=int, default=0, help="index of the image of the rank and heat-map figures")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument("--publish", metavar="NAME", help="store the summary as DOCS/results/analysis/NAME.json, the "
+                   "grid as DOCS/analysis-NAME-grid.png, and regenerate the analysis section of DOCS/RESULTS.md")
+    p.add_argument("--docs", default="docs", help="the docs folder for --publish (default docs)")
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("report", help="one self-contained HTML page: config, metrics, curves, figures, scores")
+    p.add_argument("run", help="a two-glance run folder")
+    p.add_argument("--data", help="data file or folder (default: the one the run was trained on)")
+    p.add_argument("--out", help="the HTML file (default RUN/report.html)")
+    p.add_argument("--split", default="test", choices=("test", "train"), help="which split (default test)")
+    p.add_argument("--limit", type=int, help="only a fixed random subset of N images")
+    p.add_argument("--k", type=int, default=6, help="images per cell of the top-patch grid (default 6)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("predict", help="classify your own image files; print class, probability, chosen patch",
+                       description="Each image is converted to the model's channels and resized as a whole "
+                       "(antialiased, aspect ratio not kept) to the model's input; the chosen patch is given in "
+                       "the original image's pixels. Unreadable files are reported and skipped.")
+    p.add_argument("run", help="a run folder")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files, or folders searched "
+                   "recursively")
+    p.add_argument("--top-k", type=int, default=1, help="also list the K most probable classes (default 1)")
+    p.add_argument("--patches", type=int, help="two-glance: glance 2 on the best N patches (default: the "
+                   "model's top_k, usually 1)")
+    p.add_argument("--data", help="where the run's data set is, to read its class names (default: the "
+                   "run's)")
+    p.add_argument("--save-overlays", metavar="DIR", help="write each image with its chosen patch outlined")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="one JSON object: predictions and errors")
+    fmt.add_argument("--csv", action="store_true", help="CSV on stdout")
+    p.set_defaults(func=cmd_predict)

@@ -1,0 +1,58 @@
+"""bench.py: `multiglance bench speed --quick` end to end (keys and sane values), the shared `bench` group."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+
+import pytest
+
+from multiglance import bench
+from multiglance.cli import main
+
+ROW_KEYS = ("preset", "peak_gflops", "train_images_per_s", "train_gflops", "train_peak_ratio")
+TWO_KEYS = ("flop_ratio", "speedup_batch1", "speedup_batch256", "speedup_over_flop_ratio_batch1",
+            "speedup_over_flop_ratio_batch256")
+
+
+def test_bench_speed_quick_writes_sane_json(tmp_path, capsys):
+    path = tmp_path / "speed.json"
+    assert main(["bench", "speed", "--quick", "--reps", "2", "--json", str(path)]) == 0
+    record = json.loads(path.read_text())
+    assert "digits-two" in capsys.readouterr().out  # the table was printed
+    assert record["threads"] == 1 and record["quick"] and len(record["loadavg_start"]) == 3
+    one, two = record["rows"]
+    assert (one["preset"], two["preset"], two["family"]) == ("digits-one", "digits-two", "digits-one")
+    for row in (one, two):
+        assert all(k in row for k in ROW_KEYS), row
+        assert row["peak_gflops"] > 0.1 and row["train_images_per_s"] > 1 and row["train_gflops"] > 0
+        assert 0 < row["train_peak_ratio"] < 10 and row["latency_ms_batch1"] > 0 and row["fast_fallback"] is None
+        # GFLOP/s is FLOPs per image times images per second
+        assert row["train_gflops"] == pytest.approx(row["train_flops_per_image"] * row["train_images_per_s"] / 1e9)
+    assert all(k in two for k in TWO_KEYS), two
+    assert two["flop_ratio"] == pytest.approx(one["test_flops_per_image"] / two["test_flops_per_image"])
+    assert two["flop_ratio"] > 5  # a 24x24 patch of a 48x48 image, half the filters
+    assert two["speedup_batch1"] > 0 and two["speedup_batch256"] > 0
+    assert two["speedup_over_flop_ratio_batch1"] == pytest.approx(two["speedup_batch1"] / two["flop_ratio"])
+
+
+def test_unknown_or_unpaired_preset_is_a_clear_error(tmp_path, capsys):
+    assert main(["bench", "speed", "--presets", "no-such-net", "--json", str(tmp_path / "x.json")]) == 2
+    assert "unknown preset" in capsys.readouterr().err
+    assert bench._pairs_for(["paper-cifar10-two", "paper-cifar10-one"]) == [("paper-cifar10-one",
+                                                                              "paper-cifar10-two")]
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_bench_group_works_in_any_registration_order(first):
+    others = [m for m in ("multiglance.experiments", "multiglance.experiments_beyond", "multiglance.megapixel")
+              if importlib.util.find_spec(m) is not None]
+    order = ["multiglance.bench", *others] if first else [*others, "multiglance.bench"]
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in order:
+        importlib.import_module(name).register(sub)
+    assert parser.parse_args(["bench", "speed", "--quick"]).func is bench.cmd_speed
+    group = bench.bench_subparsers(sub)
+    assert {"speed"} <= set(group.choices) and len(group.choices) == 1 + len(others)
