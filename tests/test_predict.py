@@ -147,3 +147,11 @@ def test_predict_cli_json_csv_and_errors(tiny_run, image_folder, capsys) -> None
     assert main(["predict", str(tiny_run), str(image_folder / "sub")]) == 2  # only a corrupt file: an error
     assert "none of the 1" in capsys.readouterr().err
     assert main(["predict", str(tiny_run), "/nonexistent.png"]) == 2
+
+
+def test_class_names_are_saved_with_the_run(tiny_run):
+    from multiglance.predict import run_classes
+    from multiglance.runs import load_classes, load_config
+
+    assert load_classes(tiny_run) == [str(d) for d in range(10)]
+    assert run_classes(load_config(tiny_run), run_dir=tiny_run) == [str(d) for d in range(10)]

@@ -321,11 +321,9 @@ def bench_paper(args) -> None:
 
 
 def register(subparsers) -> None:
-    bench = subparsers.choices.get("bench")
-    if bench is None:
-        bench = subparsers.add_parser("bench", help="reproduce the report and publish docs/results")
-        bench.add_subparsers(dest="bench_command", required=True)
-    sub = next(a for a in bench._actions if a.__class__.__name__ == "_SubParsersAction")
+    from .bench import bench_subparsers
+
+    sub = bench_subparsers(subparsers)
     p = sub.add_parser("paper", help="train, evaluate and tabulate the report's experiments on the real data")
     p.add_argument("--quick", action="store_true", help="tiny budgets (1 epoch, 1024 images): proves the pipeline")
     p.add_argument("--datasets", default=",".join(DEFAULT_DATASETS),

@@ -70,6 +70,12 @@ def plans(quick: bool) -> dict[str, Plan]:
         # the report's own scheme (soft mixture in training, no fusion) on the same budget: the soft-hard gap
         "mnist-cluttered-60:report": Plan("mnist-cluttered-60", mnist, [
             ("two-report-soft", "mnist60-two", ["model.choice=soft", "model.combine=logits", "model.fuse=false"])]),
+        # CIFAR-10 at a real budget (all 50,000 training images, all 10,000 test images, 15 epochs)
+        "cifar10:full": Plan("cifar10", Budget(train=50000, test=10000, epochs=15), [
+            ("one-full", "cifar10-one", []),
+            ("thumb-one-full", "cifar10-thumb-one", []),
+            ("narrow-one-full", "cifar10-narrow-one", []),
+            ("two-fuse-soft-full", "cifar10-two-fuse", [])]),
         # the hard-choice two-glance net trained longer on more canvases
         "mnist-cluttered-60:long": Plan("mnist-cluttered-60", Budget(train=20000, test=2000, epochs=10), [
             ("two-reinforce-long", "mnist60-two", []),
@@ -334,14 +340,9 @@ def run_bench(args) -> None:
 
 
 def _bench_subparsers(subparsers):
-    """The `bench` command's subcommand action, creating `bench` if no other module has yet."""
-    bench = subparsers.choices.get("bench")
-    if bench is None:
-        bench = subparsers.add_parser("bench", help="experiments and benchmarks that write docs/results")
-    for action in bench._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return bench.add_subparsers(dest="bench_command", required=True)
+    from .bench import bench_subparsers
+
+    return bench_subparsers(subparsers)
 
 
 def register(subparsers) -> None:

@@ -373,11 +373,9 @@ def fit_low_resolution(cfg: MegaConfig, train: MegapixelSplit, test: MegapixelSp
 
 # ---- the command ------------------------------------------------------------------------------------------------
 def register(subparsers) -> None:
-    bench = subparsers.choices.get("bench")
-    if bench is None:
-        bench = subparsers.add_parser("bench", help="reproduce the report and publish docs/results")
-        bench.add_subparsers(dest="bench_command", required=True)
-    sub = next(a for a in bench._actions if a.__class__.__name__ == "_SubParsersAction")
+    from .bench import bench_subparsers
+
+    sub = bench_subparsers(subparsers)
     p = sub.add_parser("megapixel", help="megapixel MNIST: train, evaluate, measure costs, publish")
     p.add_argument("--easy", action="store_true", help="the 500x500 variant without noise")
     p.add_argument("--quick", action="store_true", help="64 training / 64 test canvases, 1 epoch (CI)")

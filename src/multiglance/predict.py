@@ -46,11 +46,15 @@ class Prediction:
                 "patch_box": self.patch_box}
 
 
-def run_classes(cfg, data: str | None = None) -> list[str]:
-    """The class names of a run: those of its data set's test split (read from the data cache when there),
-    or "0", "1", ... when the data set cannot be found."""
+def run_classes(cfg, data: str | None = None, run_dir: str | os.PathLike | None = None) -> list[str]:
+    """The class names of a run: saved in its folder (classes.json), else those of its data set's test split,
+    else "0", "1", ... when the data set cannot be found."""
     from .data import load_split
+    from .runs import load_classes
 
+    saved = load_classes(run_dir) if run_dir is not None and data is None else None
+    if saved is not None and len(saved) == cfg.model.num_classes:
+        return saved
     try:
         classes = load_split(cfg.data.name, data if data is not None else cfg.data.root, "test").classes
     except DataError:

@@ -21,7 +21,7 @@ import torch
 from .config import RunConfig, from_dict, to_dict
 from .errors import CheckpointError, UserError
 
-CHECKPOINT, CONFIG, METRICS = "checkpoint.pt", "config.yaml", "metrics.jsonl"
+CHECKPOINT, CONFIG, METRICS, CLASSES = "checkpoint.pt", "config.yaml", "metrics.jsonl", "classes.json"
 FORMAT = "multiglance-checkpoint-1"
 
 
@@ -73,6 +73,20 @@ def save_config(run_dir: Path, cfg: RunConfig) -> None:
 
     text = yaml.safe_dump(to_dict(cfg), sort_keys=False).encode()
     atomic_write(Path(run_dir) / CONFIG, lambda f: f.write(text))
+
+
+def save_classes(run_dir: Path, classes: list[str]) -> None:
+    text = json.dumps(list(classes)).encode()
+    atomic_write(Path(run_dir) / CLASSES, lambda f: f.write(text))
+
+
+def load_classes(run_dir: Path) -> list[str] | None:
+    """The class names saved with a run, or None (runs made before they were saved, or a damaged file)."""
+    try:
+        classes = json.loads((Path(run_dir) / CLASSES).read_text())
+    except (OSError, ValueError):
+        return None
+    return [str(c) for c in classes] if isinstance(classes, list) else None
 
 
 def load_config(run_dir: Path) -> RunConfig:

@@ -271,6 +271,7 @@ def fit(cfg: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False, pro
         (out_dir / runs.METRICS).unlink(missing_ok=True)
     if rank == 0:
         runs.save_config(out_dir, cfg)
+        runs.save_classes(out_dir, train.classes)
     model = raw_model
     if world > 1:
         model = nn.parallel.DistributedDataParallel(raw_model, device_ids=[device] if "cuda" in device else None)

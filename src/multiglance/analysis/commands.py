@@ -50,7 +50,7 @@ def cmd_predict(args) -> None:
     from ..runs import load_run
 
     model, cfg = load_run(args.run)
-    classes = run_classes(cfg, args.data)
+    classes = run_classes(cfg, args.data, run_dir=args.run)
     preds, errors = predict_files(model, classes, args.images, top_k=args.top_k, patches=args.patches,
                                   overlays=args.save_overlays)
     for f, message in errors:
