@@ -134,3 +134,25 @@ def test_gumbel_mixture_gradient_favours_an_unchosen_good_patch():
     F.cross_entropy(m(x), y).backward()
     assert m.where.bias.grad[3] < 0  # gradient descent raises patch 3's score
     assert m.where.bias.grad[3] == m.where.bias.grad.min()
+
+
+def test_oracle_choice_trains_glance1_towards_glance2s_best_patch():
+    """choice="oracle": glance 1 is trained to name the patch on which glance 2's loss is lowest."""
+    import torch.nn.functional as F
+
+    from multiglance.models import TwoGlance
+    from multiglance.train import oracle_loss
+
+    torch.manual_seed(0)
+    model = TwoGlance(in_channels=1, num_classes=3, image_size=16, channels=(4,), pool_stride=2, patch_size=8,
+                      patch_stride=8, thumb_size=8, choice="oracle").train()
+    x, y = torch.rand(6, 1, 16, 16), torch.randint(0, 3, (6,))
+    model(x)
+    z, scores = model.last_patch_logits, model.last_scores
+    assert z.shape == (6, 4, 3) and scores.shape == (6, 4)
+    loss = oracle_loss(z, scores, y)
+    per_patch = torch.stack([F.cross_entropy(z[:, i], y, reduction="none") for i in range(4)], 1)
+    expected = per_patch.mean() + F.cross_entropy(scores, per_patch.argmin(-1))
+    assert torch.allclose(loss, expected)
+    loss.backward()
+    assert model.where.weight.grad.abs().sum() > 0 and model.glance2.body[0].weight.grad.abs().sum() > 0

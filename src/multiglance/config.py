@@ -34,7 +34,7 @@ class ModelConfig:
     combine: str = "logits"  # training combination: "logits" | "probs" | "mixture" (see models/glances.py)
     inference: str = "hard"  # test time: "hard" (top patch only) | "soft" (all patches, weighted)
     top_k: int = 1  # hard inference on the k best patches
-    choice: str = "soft"  # training choice: "soft" (the report) | "gumbel" (straight-through, one patch)
+    choice: str = "soft"  # training choice: "soft" (the report) | "gumbel" | "reinforce" | "oracle" (see train.py)
     tau: float = 1.0  # Gumbel-softmax temperature at the start of training
     fuse: bool = False  # glance 2's classifier also sees glance 1's features
 

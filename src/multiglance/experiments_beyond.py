@@ -76,6 +76,9 @@ def plans(quick: bool) -> dict[str, Plan]:
             ("thumb-one-full", "cifar10-thumb-one", []),
             ("narrow-one-full", "cifar10-narrow-one", []),
             ("two-fuse-soft-full", "cifar10-two-fuse", [])]),
+        "cifar10:oracle": Plan("cifar10", Budget(train=50000, test=10000, epochs=15), [
+            ("two-fuse-oracle-wide-full", "cifar10-two-fuse-oracle-wide", []),
+            ("two-fuse-oracle-full", "cifar10-two-fuse-oracle", [])]),
         # the hard-choice two-glance net trained longer on more canvases
         "mnist-cluttered-60:long": Plan("mnist-cluttered-60", Budget(train=20000, test=2000, epochs=10), [
             ("two-reinforce-long", "mnist60-two", []),

@@ -21,7 +21,7 @@ from .blocks import ConvStack, Normalize, head
 
 COMBINE_MODES = ("logits", "probs", "mixture")
 INFERENCE_MODES = ("hard", "soft")
-CHOICE_MODES = ("soft", "gumbel", "reinforce")
+CHOICE_MODES = ("soft", "gumbel", "reinforce", "oracle")
 
 
 def resize(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -108,6 +108,8 @@ class TwoGlance(nn.Module):
         self.what = head(self.glance2.out_features + context, num_classes, hidden)
         self.last_weights: torch.Tensor | None = None  # (B, P) of the last training forward, for loss terms
         self.last_log_prob: torch.Tensor | None = None  # (B,) log w of the sampled patch (choice="reinforce")
+        self.last_patch_logits: torch.Tensor | None = None  # (B, P, K) every patch's z (choice="oracle")
+        self.last_scores: torch.Tensor | None = None  # (B, P) glance 1's scores (choice="oracle")
 
     # ---- stages -------------------------------------------------------------------------------------------
     def thumbnail(self, x: torch.Tensor) -> torch.Tensor:
@@ -163,6 +165,9 @@ class TwoGlance(nn.Module):
             self.last_log_prob = w.gather(1, index)[:, 0].clamp_min(1e-12).log()  # (B,), the loss adds REINFORCE
             return self.classify_patches(self.select_patches(x, index), context)[:, 0]  # (B, K)
         z = self.classify_patches(self.patches(x), context)  # (B, P, K)
+        self.last_patch_logits = self.last_scores = None
+        if self.choice == "oracle":  # glance 2 learns on every patch, glance 1 learns which patch it gets right:
+            self.last_patch_logits, self.last_scores = z, scores  # the loss is `train.oracle_loss`
         if self.choice == "gumbel":  # straight-through Gumbel-softmax: one patch forward, soft gradient back
             w = F.gumbel_softmax(scores, tau=self.tau, hard=True)  # (B, P) one-hot, gradient of the soft sample
             if self.combine == "mixture":  # log of a one-hot w passes no gradient to the unchosen patches:

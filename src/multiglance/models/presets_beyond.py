@@ -50,3 +50,6 @@ register_model("cifar10-narrow-one")(lambda: _cifar("one", channels=(16, 16, 32)
 register_model("cifar10-thumb-one")(lambda: _cifar("one", input_size=16))
 register_model("cifar10-two-fuse")(lambda: _cifar("two", channels=(16, 16, 32)))
 register_model("cifar10-two-fuse-reinforce")(lambda: _cifar("two", channels=(16, 16, 32), choice="reinforce"))
+# choice="oracle" (train.py): glance 1 trained to name the patch glance 2 classifies best, the test-time choice
+register_model("cifar10-two-fuse-oracle")(lambda: _cifar("two", channels=(16, 16, 32), choice="oracle"))
+register_model("cifar10-two-fuse-oracle-wide")(lambda: _cifar("two", channels=(32, 32, 64), choice="oracle"))
