@@ -247,7 +247,7 @@ def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path: Path, mo
     with pytest.raises(UserError, match="could not write .*No space left on device.*previous file is kept"):
         run_fit(tiny(), run)
     assert runs.load_checkpoint(run)["step"] == 8 and sorted(p.name for p in run.iterdir()) == [
-        runs.CHECKPOINT, runs.CONFIG, runs.METRICS]  # no half-written file beside it
+        runs.CHECKPOINT, runs.CLASSES, runs.CONFIG, runs.METRICS]  # no half-written file beside it
 
 
 # ---- hostile and broken checkpoints ------------------------------------------------------------------------
