@@ -76,14 +76,19 @@ def cmd_predict(args) -> None:
         print(f"overlays saved in {args.save_overlays}", file=sys.stderr)
 
 
-def register(sub) -> None:
-    p = sub.add_parser("analyze", help="where glance 1 looks: patch-weight statistics, figures, localisation")
+def _analysis_arguments(p, out_help: str) -> None:
+    """The options `analyze` and `report` share."""
     p.add_argument("run", help="a two-glance run folder")
     p.add_argument("--data", help="data file or folder (default: the one the run was trained on)")
-    p.add_argument("--out", help="folder for the PNGs and analysis.json (default RUN/analysis)")
+    p.add_argument("--out", help=out_help)
     p.add_argument("--split", default="test", choices=("test", "train"), help="which split (default test)")
     p.add_argument("--limit", type=int, help="only a fixed random subset of N images")
     p.add_argument("--k", type=int, default=6, help="images per cell of the top-patch grid (default 6)")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("analyze", help="where glance 1 looks: patch-weight statistics, figures, localisation")
+    _analysis_arguments(p, out_help="folder for the PNGs and analysis.json (default RUN/analysis)")
     p.add_argument("--example", type=int, default=0, help="index of the image of the rank and heat-map figures")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument("--publish", metavar="NAME", help="store the summary as DOCS/results/analysis/NAME.json, the "
@@ -92,12 +97,7 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("report", help="one self-contained HTML page: config, metrics, curves, figures, scores")
-    p.add_argument("run", help="a two-glance run folder")
-    p.add_argument("--data", help="data file or folder (default: the one the run was trained on)")
-    p.add_argument("--out", help="the HTML file (default RUN/report.html)")
-    p.add_argument("--split", default="test", choices=("test", "train"), help="which split (default test)")
-    p.add_argument("--limit", type=int, help="only a fixed random subset of N images")
-    p.add_argument("--k", type=int, default=6, help="images per cell of the top-patch grid (default 6)")
+    _analysis_arguments(p, out_help="the HTML file (default RUN/report.html)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("predict", help="classify your own image files; print class, probability, chosen patch",
