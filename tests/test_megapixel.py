@@ -115,3 +115,26 @@ def test_inference_memory_stays_bounded_for_one_image() -> None:
     assert 0 < peak < 6 * canvas_float_mb and peak < first_full_layer_mb / 5
     more = mp.peak_memory_mb(dict(spec, k=20))
     assert more < peak + 8  # four times the patches adds at most a few MB
+
+
+def test_init_from_loads_a_megapixel_run_and_refuses_others(tmp_path) -> None:
+    """A curriculum start: the weights of one megapixel run (easy variant) start another, even at another canvas
+    size (both glances are convolutional); a run of another kind, or of other shapes, is one clear error."""
+    from multiglance import runs
+    from multiglance.errors import UserError
+
+    torch.manual_seed(0)
+    src = mp.build_model(tiny_cfg(), 200)
+    (tmp_path / "easy").mkdir()
+    (tmp_path / "other").mkdir()
+    runs.save_checkpoint(tmp_path / "easy", {"model": src.state_dict(), "preset": "megapixel-mnist-easy"})
+    dst = mp.build_model(tiny_cfg(easy=False), 300)  # another canvas size: more patches, same weights
+    mp.start_from(dst, tmp_path / "easy")
+    for name, value in src.state_dict().items():
+        assert torch.equal(dst.state_dict()[name], value), name
+    runs.save_checkpoint(tmp_path / "other", {"model": src.state_dict(), "preset": "digits-two"})
+    with pytest.raises(UserError, match="not a megapixel run"):
+        mp.start_from(dst, tmp_path / "other")
+    wide = mp.build_model(tiny_cfg(channels=(8, 8)), 200)
+    with pytest.raises(UserError, match="do not fit"):
+        mp.start_from(wide, tmp_path / "easy")

@@ -156,3 +156,22 @@ def test_oracle_choice_trains_glance1_towards_glance2s_best_patch():
     assert torch.allclose(loss, expected)
     loss.backward()
     assert model.where.weight.grad.abs().sum() > 0 and model.glance2.body[0].weight.grad.abs().sum() > 0
+
+
+def test_oracle_best_moves_glance2s_loss_onto_its_best_patch():
+    """train.oracle_best=a: glance 2's term is (1-a) * mean over patches + a * the best patch's loss."""
+    import torch.nn.functional as F
+
+    from multiglance.train import oracle_loss
+
+    torch.manual_seed(0)
+    z, scores, y = torch.randn(5, 4, 3), torch.randn(5, 4), torch.randint(0, 3, (5,))
+    per_patch = torch.stack([F.cross_entropy(z[:, i], y, reduction="none") for i in range(4)], 1)  # (5, 4)
+    where = F.cross_entropy(scores, per_patch.argmin(-1))
+    for a in (0.0, 0.5, 1.0):
+        expected = (1 - a) * per_patch.mean() + a * per_patch.min(-1).values.mean() + where
+        assert torch.allclose(oracle_loss(z, scores, y, best=a), expected)
+    z1 = z.clone().requires_grad_()
+    oracle_loss(z1, scores, y, best=1.0).backward()
+    touched = (z1.grad.abs().sum(-1) > 0)  # (5, 4): with a=1 only each image's best patch gets a gradient
+    assert torch.equal(touched, F.one_hot(per_patch.argmin(-1), 4).bool())

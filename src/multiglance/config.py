@@ -60,6 +60,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0  # linear warm-up from 0, in epochs
     label_smoothing: float = 0.0  # cross-entropy label smoothing
     entropy_weight: float = 0.0  # two-glance: + weight * mean entropy of glance 1's weights (>0 sharpens)
+    oracle_best: float = 0.0  # choice=oracle: glance 2's loss mixes (1-a) * mean over patches + a * best patch's
     tau_final: float | None = None  # gumbel choice: temperature annealed to this by the last epoch
     seed: int = 0  # seeds weights, shuffling and augmentation
     device: str = "auto"  # "auto" (cuda if present), "cpu", "cuda"

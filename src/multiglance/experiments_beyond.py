@@ -79,6 +79,15 @@ def plans(quick: bool) -> dict[str, Plan]:
         "cifar10:oracle": Plan("cifar10", Budget(train=50000, test=10000, epochs=15), [
             ("two-fuse-oracle-wide-full", "cifar10-two-fuse-oracle-wide", []),
             ("two-fuse-oracle-full", "cifar10-two-fuse-oracle", [])]),
+        # every MNIST training digit once (60,000 canvases) and the whole test split: the fronts to judge by
+        "mnist-cluttered-60:full": Plan("mnist-cluttered-60", Budget(train=60000, test=10000, epochs=10), [
+            ("one-full", "mnist60-one", []),
+            ("thumb-one-full", "mnist60-thumb-one", []),
+            ("two-oracle-full", "mnist60-two-oracle", ["train.epochs=6"])]),
+        "mnist-cluttered-100:full": Plan("mnist-cluttered-100", Budget(train=60000, test=10000, epochs=6), [
+            ("one-full", "mnist100-one", []),
+            ("thumb-one-full", "mnist100-thumb-one", []),
+            ("two-oracle-full", "mnist100-two-oracle", ["train.epochs=4"])]),
         # the hard-choice two-glance net trained longer on more canvases
         "mnist-cluttered-60:long": Plan("mnist-cluttered-60", Budget(train=20000, test=2000, epochs=10), [
             ("two-reinforce-long", "mnist60-two", []),

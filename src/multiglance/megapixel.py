@@ -62,6 +62,8 @@ class MegaConfig:
     test_limit: int | None = None  # evaluate on N test canvases
     eval_ks: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 8, 10)  # accuracy against k
     data_root: str | None = None  # the MNIST folder; None: the default place
+    init_from: str | None = None  # a megapixel run folder whose weights start this run (a curriculum: the easy
+    # variant's run; both glances are convolutional and see digits at the same scale, so every weight fits)
 
     @property
     def dataset(self) -> str:
@@ -137,6 +139,21 @@ def train_step(model: MegaTwoGlance, canvas: torch.Tensor, y: torch.Tensor, cfg:
     return loss, out
 
 
+def start_from(model: MegaTwoGlance, run_dir: str | os.PathLike) -> None:
+    """Load the weights of megapixel run `run_dir` into `model` (both glances and heads; the optimiser starts
+    afresh). Any other checkpoint, or one whose shapes differ, is refused with one line."""
+    state = runs.load_checkpoint(run_dir)
+    if not isinstance(state.get("model"), dict) or "megapixel" not in str(state.get("preset", "")):
+        raise UserError(f"{run_dir} is not a megapixel run folder; init_from needs one written by "
+                        "`multiglance bench megapixel`")
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[-1].strip()
+        raise UserError(f"the weights in {run_dir} do not fit this model ({first}); use a run with the same "
+                        "channels and patch size") from None
+
+
 def fit(cfg: MegaConfig, out_dir: str | os.PathLike, *, data=None, progress: bool = True) -> dict:
     """Train into run folder `out_dir` (checkpoint + metrics.jsonl); returns the last epoch's record."""
     out_dir = Path(out_dir)
@@ -147,6 +164,8 @@ def fit(cfg: MegaConfig, out_dir: str | os.PathLike, *, data=None, progress: boo
     # fixed statistics: the canvases' own (mean ~0.003, std ~0.04, and less on the thumbnail) would blow up
     # every inked pixel to 25-60; MNIST's std keeps digits near 3 in patches and thumbnails alike
     model.normalize.set_stats(torch.zeros(1), torch.full((1,), PIXEL_STD))
+    if cfg.init_from:
+        start_from(model, cfg.init_from)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = max(1, len(train) // cfg.batch_size) * cfg.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s / steps, 1.0))))

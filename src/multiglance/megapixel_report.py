@@ -85,7 +85,8 @@ def costs(cfg: mp.MegaConfig, size: int, model: mp.MegaTwoGlance, ks: tuple[int,
 
 def cost_key(cfg: mp.MegaConfig) -> dict:
     """The config fields costs depend on (not the training schedule): a cached measurement is reused on these."""
-    skip = {"epochs", "lr", "weight_decay", "seed", "train_limit", "test_limit", "data_root", "uniform_weight"}
+    skip = {"epochs", "lr", "weight_decay", "seed", "train_limit", "test_limit", "data_root", "uniform_weight",
+            "init_from"}
     return {k: v for k, v in json.loads(json.dumps(asdict(cfg))).items() if k not in skip}
 
 

@@ -74,19 +74,24 @@ def entropy(w: torch.Tensor) -> torch.Tensor:
     return -(w * w.clamp_min(1e-12).log()).sum(-1)
 
 
-def oracle_loss(z: torch.Tensor, scores: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0):
+def oracle_loss(z: torch.Tensor, scores: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0,
+                best: float = 0.0):
     """choice="oracle": glance 2 is trained on every patch (mean cross-entropy over patches of z (B, P, K)),
     and glance 1's scores (B, P) are trained, as a P-way classification, to name the patch on which glance 2's
-    loss is lowest. This trains the test-time hard choice itself: argmax w should be glance 2's best patch."""
+    loss is lowest. This trains the test-time hard choice itself: argmax w should be glance 2's best patch.
+    `best` > 0 moves that share of glance 2's loss onto its best patch (the one it will be shown at test time,
+    as in multiple-instance learning), away from patches that do not hold the object."""
     b, p, k = z.shape
     per_patch = F.cross_entropy(z.reshape(b * p, k), y.repeat_interleave(p), reduction="none",
                                 label_smoothing=label_smoothing).view(b, p)  # (B, P)
-    return per_patch.mean() + F.cross_entropy(scores, per_patch.detach().argmin(-1))
+    glance2 = (1 - best) * per_patch.mean() + best * per_patch.min(-1).values.mean()
+    return glance2 + F.cross_entropy(scores, per_patch.detach().argmin(-1))
 
 
 def loss_fn(model: nn.Module, out: torch.Tensor, y: torch.Tensor, cfg: RunConfig) -> torch.Tensor:
     if getattr(model, "last_patch_logits", None) is not None:
-        loss = oracle_loss(model.last_patch_logits, model.last_scores, y, cfg.train.label_smoothing)
+        loss = oracle_loss(model.last_patch_logits, model.last_scores, y, cfg.train.label_smoothing,
+                           cfg.train.oracle_best)
     else:
         loss = F.cross_entropy(out, y, label_smoothing=cfg.train.label_smoothing)
     if cfg.train.entropy_weight and getattr(model, "last_weights", None) is not None:

@@ -17,15 +17,16 @@ from ..config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from .registry import register_model
 
 
-def _mnist(kind: str, canvas: int, input_size: int | None = None) -> RunConfig:
+def _mnist(kind: str, canvas: int, input_size: int | None = None, choice: str = "reinforce",
+           patch: tuple[int, int] = (36, 8)) -> RunConfig:
     if kind == "one":
         model = ModelConfig(kind="one", in_channels=1, num_classes=10, image_size=canvas, pool_stride=2,
                             channels=(32, 32, 64), batchnorm=True, input_size=input_size)
     else:
         model = ModelConfig(kind="two", in_channels=1, num_classes=10, image_size=canvas, pool_stride=2,
                             channels=(16, 16, 32), glance1_channels=(8, 16, 16), batchnorm=True,
-                            patch_size=36, patch_stride=8, thumb_size=canvas // (3 if canvas == 60 else 4),
-                            choice="reinforce", fuse=True)
+                            patch_size=patch[0], patch_stride=patch[1],
+                            thumb_size=canvas // (3 if canvas == 60 else 4), choice=choice, fuse=True)
     return RunConfig(model=model, data=DataConfig(name=f"mnist-cluttered-{canvas}"),
                      # lr 0.05 blew the full-canvas one-glance net up in its first epoch (then stuck at chance)
                      train=TrainConfig(epochs=10, batch_size=64, lr=0.05 if kind == "two" or input_size else 0.02,
@@ -45,6 +46,10 @@ for _canvas in (60, 100):
     register_model(f"mnist{_canvas}-one")(lambda c=_canvas: _mnist("one", c))
     register_model(f"mnist{_canvas}-thumb-one")(lambda c=_canvas: _mnist("one", c, c // 2))
     register_model(f"mnist{_canvas}-two")(lambda c=_canvas: _mnist("two", c))
+# choice="oracle" (train.py): glance 1 learns to name the patch glance 2 classifies best. At 100x100 a coarser
+# grid (25 patches of 44x44, stride 14: still some patch holds the whole digit) keeps training affordable.
+register_model("mnist60-two-oracle")(lambda: _mnist("two", 60, choice="oracle"))
+register_model("mnist100-two-oracle")(lambda: _mnist("two", 100, choice="oracle", patch=(44, 14)))
 register_model("cifar10-one")(lambda: _cifar("one"))
 register_model("cifar10-narrow-one")(lambda: _cifar("one", channels=(16, 16, 32)))
 register_model("cifar10-thumb-one")(lambda: _cifar("one", input_size=16))
