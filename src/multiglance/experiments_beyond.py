@@ -90,6 +90,10 @@ def plans(quick: bool) -> dict[str, Plan]:
             ("one-full", "mnist100-one", []),
             ("thumb-one-full", "mnist100-thumb-one", []),
             ("two-oracle-full", "mnist100-two-oracle", ["train.epochs=4"])]),
+        "mnist-translated-60:full": Plan("mnist-translated-60", Budget(train=60000, test=10000, epochs=4), [
+            ("one-full", "mnist60-one", []),
+            ("thumb-one-full", "mnist60-thumb-one", []),
+            ("two-oracle-full", "mnist60-two-oracle", [])]),
         # the hard-choice two-glance net trained longer on more canvases
         "mnist-cluttered-60:long": Plan("mnist-cluttered-60", Budget(train=20000, test=2000, epochs=10), [
             ("two-reinforce-long", "mnist60-two", []),
