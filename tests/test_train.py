@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -118,3 +119,37 @@ def test_ddp_two_processes_on_cpu(tmp_path):
     assert len(epochs) == 1 and epochs[0]["step"] == 512 // 64
     state = runs.load_checkpoint(out)
     assert state["epoch"] == 0
+
+
+def test_fresh_canvases_draw_new_reproducible_canvases_each_epoch(monkeypatch):
+    """data.fresh_canvases: epoch 0 trains on the given canvases, every later epoch on new ones drawn with the
+    epoch as seed (so a resumed run sees the same ones); a data set that is not generated is refused."""
+    from multiglance.config import apply_overrides
+    from multiglance.data import Split, sources
+    from multiglance.models import get_preset
+    from multiglance.train import epoch_split
+
+    digits = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (30, 1, 28, 28), dtype=np.uint8))
+
+    def fake_mnist(root, split, **_):
+        return Split(digits, torch.arange(30) % 10, [str(d) for d in range(10)])
+
+    monkeypatch.setattr(sources, "load_mnist", fake_mnist)
+    cfg = apply_overrides(get_preset("mnist60-two-oracle"), ["data.fresh_canvases=true"])
+    from multiglance.data import load_split
+
+    first = load_split(cfg.data.name, None, "train", n=16)
+    assert epoch_split(cfg, first, 0) is first
+    one, again = epoch_split(cfg, first, 1), epoch_split(cfg, first, 1)
+    assert len(one) == 16 and one.images.shape == first.images.shape
+    assert not torch.equal(one.images, first.images)
+    assert torch.equal(one.images, again.images) and torch.equal(one.labels, again.labels)
+    assert not torch.equal(epoch_split(cfg, first, 2).boxes, one.boxes)
+    cfg.data.fresh_canvases = False
+    assert epoch_split(cfg, first, 3) is first
+
+
+def test_fresh_canvases_refused_for_fixed_data(tmp_path):
+    cfg = tiny_config("digits-two", **{"data.fresh_canvases": "true"})
+    with pytest.raises(UserError, match="fresh_canvases needs a generated data set"):
+        fit(cfg, tmp_path / "run", progress=False)

@@ -47,6 +47,7 @@ class DataConfig:
     test_limit: int | None = None  # evaluate on only the first N test images
     crop_padding: int = 0  # augmentation: pad by this many pixels, then crop back at random
     flip: bool = False  # augmentation: random horizontal flips
+    fresh_canvases: bool = False  # generated data sets (mnist-*-60/100): new canvases every epoch (seed = epoch)
 
 
 @dataclass

@@ -202,6 +202,14 @@ def load_data(cfg: RunConfig) -> tuple[Split, Split]:
     return limit(train, cfg.data.train_limit), limit(test, cfg.data.test_limit)
 
 
+def epoch_split(cfg: RunConfig, train: Split, epoch: int) -> Split:
+    """The training split of `epoch`: `train` itself, or with data.fresh_canvases, as many newly drawn canvases
+    (the generator's seed is the epoch: epoch 0 is `train`, every later one is new and reproducible)."""
+    if not cfg.data.fresh_canvases or epoch == 0:
+        return train
+    return load_split(cfg.data.name, cfg.data.root, "train", n=len(train), seed=epoch)
+
+
 def limit(split: Split, n: int | None) -> Split:
     """A fixed random subset of n images (files are often sorted by class, so never just the first n)."""
     if not n or n >= len(split):
@@ -243,6 +251,12 @@ def fit(cfg: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False, pro
         raise UserError(f"train.batch_size={cfg.train.batch_size} must be divisible by the {world} processes")
     train, test = data or load_data(cfg)
     check_fit(cfg, train)
+    if cfg.data.fresh_canvases:
+        from .data.registry import DATASETS
+
+        if not DATASETS.get(cfg.data.name, ("",))[0].startswith("canvases:"):
+            raise UserError(f"data.fresh_canvases needs a generated data set (mnist-translated-60, "
+                            f"mnist-cluttered-60, mnist-cluttered-100), not {cfg.data.name!r}")
     if out_dir.exists() and (out_dir / runs.CHECKPOINT).exists() and not resume:
         raise UserError(f"{str(out_dir)!r} already holds a run; pass --resume to continue it, or another --out")
     if rank == 0:
@@ -310,7 +324,8 @@ def fit(cfg: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False, pro
     try:
         for epoch in range(start_epoch, cfg.train.epochs):
             first = epoch == start_epoch
-            record = train_one_epoch(model, raw_model, optimizer, scheduler, train, cfg, epoch, step, rank, world,
+            record = train_one_epoch(model, raw_model, optimizer, scheduler, epoch_split(cfg, train, epoch), cfg,
+                                     epoch, step, rank, world,
                                      device, out_dir, progress, start_batch=start_batch if first else 0,
                                      partial=partial if first else None, stop=stop,
                                      checkpoint=(lambda s, b, sums, e=epoch: save(e - 1, s, b, sums))
