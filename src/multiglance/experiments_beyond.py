@@ -319,8 +319,11 @@ def write_report(docs: Path) -> str:
              "", "Regenerate: `multiglance bench beyond --report-only` (from the JSONs); rerun the training with "
              "`multiglance bench beyond --runs-dir DIR`. Each plot: one-glance models (squares) and their front, "
              "two-glance models (stars: hard, one patch) and their top-k curves (k patches classified, their "
-             "weights renormalised). Budgets are small subsets and few epochs (CPU only, shared): these are early, "
-             "unconverged numbers, not the published anchors' regime."]
+             "weights renormalised). Each table lists every run with its budget: the small early runs (a few "
+             "thousand images, 2-3 epochs) stay for the record; the `-full` runs use every training image "
+             "(CIFAR-10: 50,000; MNIST canvases: one per training digit, 60,000) and every test image, and the "
+             "`-fresh` runs draw 60,000 new canvases every epoch (`data.fresh_canvases`). One seed each, CPU only, "
+             "far fewer epochs than the published anchors."]
     for name in sorted(by_set):
         parts += ["", dataset_section(name, by_set[name], docs)]
     if not by_set:
