@@ -405,6 +405,8 @@ def register(subparsers) -> None:
     p.add_argument("--runs-dir", default="/tmp/multiglance-megapixel", help="where run folders go")
     p.add_argument("--docs", default="docs", help="docs folder (results/ and RESULTS.md inside)")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--low-res-epochs", type=int, help="epochs of the low-resolution one-glance baseline "
+                   "(default: min(epochs, 3) easy, 1 at 1500x1500)")
     p.set_defaults(func=bench_megapixel)
 
 
