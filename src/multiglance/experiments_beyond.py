@@ -91,10 +91,12 @@ def plans(quick: bool) -> dict[str, Plan]:
         **{f"{name}:fresh": Plan(name, Budget(train=60000, test=10000, epochs=epochs), [
             ("one-fresh", f"mnist{size}-one", fresh),
             ("thumb-one-fresh", f"mnist{size}-thumb-one", fresh),
-            ("two-oracle-fresh", f"mnist{size}-two-oracle", fresh + [f"train.epochs={two_epochs}"])])
-           for name, size, epochs, two_epochs in (("mnist-cluttered-60", 60, 10, 8),
-                                                  ("mnist-cluttered-100", 100, 6, 4),
-                                                  ("mnist-translated-60", 60, 4, 4))},
+            ("two-oracle-fresh", f"mnist{size}-two-oracle", fresh + [f"train.epochs={two_epochs}"]),
+            # the one-glance net on exactly the thumbnail glance 1 sees (60 -> 20x20, 100 -> 25x25)
+            ("glance1-view-one-fresh", f"mnist{size}-thumb-one", fresh + [f"model.input_size={thumb}"])])
+           for name, size, epochs, two_epochs, thumb in (("mnist-cluttered-60", 60, 10, 8, 20),
+                                                         ("mnist-cluttered-100", 100, 6, 3, 25),
+                                                         ("mnist-translated-60", 60, 4, 4, 20))},
         # the hard-choice two-glance net trained longer on more canvases
         "mnist-cluttered-60:long": Plan("mnist-cluttered-60", Budget(train=20000, test=2000, epochs=10), [
             ("two-reinforce-long", "mnist60-two", []),
