@@ -240,7 +240,8 @@ def build_section(docs: Path) -> str:
              "Two glances on 1500x1500 (and 500x500, no noise) canvases of 5 MNIST digits, the label the class of "
              "3 of them (ATS's benchmark). Glance 1 scores 50x50 patches (stride 25) from a thumbnail of 0.16 "
              "of the canvas; glance 2 classifies only the k best non-overlapping patches; their evidence is "
-             "combined as a mixture with glance 1's weights renormalised over them. Costs are per test image "
+             "combined as a mixture, with glance 1's weights renormalised over them or with equal votes, "
+             "whichever is more accurate on validation canvases (never the test set). Costs are per test image "
              "on the CPU, one thread, both models in the same process; memory is the peak resident memory a "
              "call adds, in a fresh process, input canvas included. FLOPs: PyTorch's counter (convs and "
              "matmuls; the resize is not counted).", ""]
