@@ -42,6 +42,7 @@ class Plan:
 
 def plans(quick: bool) -> dict[str, Plan]:
     fresh = ["data.fresh_canvases=true"]
+    tiny = ["model.batchnorm=true", "data.flip=true", "data.crop_padding=4", "train.lr=0.05", "train.warmup_epochs=1"]
     if quick:  # tiny nets and data: the whole pipeline in seconds
         b = Budget(train=128, test=64, epochs=1, val=32)
         small = ["model.channels=4,4", "model.glance1_channels=4,4", "train.batch_size=32"]
@@ -97,6 +98,12 @@ def plans(quick: bool) -> dict[str, Plan]:
            for name, size, epochs, two_epochs, thumb in (("mnist-cluttered-60", 60, 10, 8, 20),
                                                          ("mnist-cluttered-100", 100, 6, 3, 25),
                                                          ("mnist-translated-60", 60, 4, 4, 20))},
+        # Tiny ImageNet: the report's s2 nets with batch norm and augmentation, every shared training image (121
+        # per class, as ../shared/data's README says) and every val image
+        "tiny-imagenet:full": Plan("tiny-imagenet", Budget(train=24200, test=10000, epochs=10), [
+            ("thumb-one-full", "paper-tiny-one-s2", [*tiny, "model.input_size=32"]),
+            ("two-fuse-oracle-full", "paper-tiny-two-s2", [*tiny, "model.choice=oracle", "model.fuse=true"]),
+            ("one-full", "paper-tiny-one-s2", tiny)]),
         # the hard-choice two-glance net trained longer on more canvases
         "mnist-cluttered-60:long": Plan("mnist-cluttered-60", Budget(train=20000, test=2000, epochs=10), [
             ("two-reinforce-long", "mnist60-two", []),
