@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export MALLOC_MMAP_THRESHOLD_ ?= 33554432
 export MALLOC_TRIM_THRESHOLD_ ?= 4294967296
 
-.PHONY: install demo test clean reproduce reproduce-quick
+.PHONY: install demo test clean reproduce reproduce-quick megapixel
 
 install: $(VENV)/.installed
 
@@ -36,6 +36,15 @@ reproduce: install
 
 reproduce-quick: install
 	$(PY) -m multiglance bench paper --quick --runs-dir runs/paper-quick/runs --docs runs/paper-quick
+
+# make megapixel: the megapixel section of docs/RESULTS.md (about 1 h on one core). The 1500x1500 run starts
+# from a 500x500 run with its own filters (a curriculum), trained first into runs/megapixel/curriculum.
+MEGA = $(PY) -m multiglance bench megapixel
+megapixel: install
+	$(MEGA) --easy --epochs 10 --runs-dir runs/megapixel/curriculum --docs runs/megapixel/curriculum
+	$(MEGA) --easy --epochs 10 --set channels=16,32,64 --low-res-epochs 3 --runs-dir runs/megapixel
+	$(MEGA) --epochs 8 --set init_from=runs/megapixel/curriculum/megapixel-mnist-easy --set explore=8 \
+		--low-res-epochs 8 --runs-dir runs/megapixel
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

@@ -236,7 +236,7 @@ def _pct(v) -> str:
 def build_section(docs: Path) -> str:
     found = results.read_results(docs / "results", "megapixel-mnist*.json")
     recs = [r for r in found if "quick" not in r["dataset"]] or found  # a --quick docs folder shows its own
-    lines = ["## Megapixel MNIST (`multiglance bench megapixel [--easy]`)", "",
+    lines = ["## Megapixel MNIST (`make megapixel`; from the JSONs: `multiglance bench megapixel --report-only`)", "",
              "Two glances on 1500x1500 (and 500x500, no noise) canvases of 5 MNIST digits, the label the class of "
              "3 of them (ATS's benchmark). Glance 1 scores 50x50 patches (stride 25) from a thumbnail of 0.16 "
              "of the canvas; glance 2 classifies only the k best non-overlapping patches; their evidence is "
