@@ -332,7 +332,8 @@ def write_report(docs: Path) -> str:
              "thousand images, 2-3 epochs) stay for the record; the `-full` runs use every training image "
              "(CIFAR-10: 50,000; MNIST canvases: one per training digit, 60,000) and every test image, and the "
              "`-fresh` runs draw 60,000 new canvases every epoch (`data.fresh_canvases`). One seed each, CPU only, "
-             "far fewer epochs than the published anchors."]
+             "far fewer epochs than the published anchors. What the numbers show, and what was tried: "
+             "[beyond-discussion.md](beyond-discussion.md)."]
     for name in sorted(by_set):
         parts += ["", dataset_section(name, by_set[name], docs)]
     if not by_set:
