@@ -21,7 +21,7 @@ def test_front_and_above_front():
 
 
 @pytest.mark.skipif(not MNIST.exists(), reason=f"MNIST files not found at {MNIST}")
-def test_quick_bench_writes_results(tmp_path):
+def test_quick_bench_writes_results(tmp_path, monkeypatch):
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "RESULTS.md").write_text("# Results\n\n<!-- BEGIN beyond -->\nPLACEHOLDER-TEXT\n<!-- END beyond -->\n")
@@ -41,4 +41,18 @@ def test_quick_bench_writes_results(tmp_path):
     text = (docs / "RESULTS.md").read_text()
     assert "PLACEHOLDER-TEXT" not in text and "mnist-cluttered-60" in text and "Front:" in text
     assert (docs / "front_mnist-cluttered-60.png").stat().st_size > 1000
+
+    # a run stopped early (by a signal: fit returns with fewer epochs than planned) is never published
+    import multiglance.train
+    from multiglance.errors import UserError
+    from multiglance.experiments_beyond import Budget, load_data, plans, run_one
+
+    label, preset, overrides = plans(quick=True)["mnist-cluttered-60"].runs[0]
+    before = (docs / "results" / f"beyond-mnist-cluttered-60-{label}.json").read_text()
+    monkeypatch.setattr(multiglance.train, "fit", lambda *a, **k: None)
+    budget = Budget(train=128, test=64, epochs=2, val=32)
+    with pytest.raises(UserError, match="stopped after 1 of 2 epochs; nothing was published"):
+        run_one("mnist-cluttered-60", label, preset, overrides, budget, load_data("mnist-cluttered-60", budget,
+                str(MNIST)), tmp_path / "runs", docs / "results", timing=False)
+    assert (docs / "results" / f"beyond-mnist-cluttered-60-{label}.json").read_text() == before
     shutil.rmtree(tmp_path / "runs")

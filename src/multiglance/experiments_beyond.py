@@ -171,8 +171,11 @@ def run_one(dataset: str, label: str, preset: str, overrides: list[str], budget:
         fit(cfg, run_dir, resume=True, progress=False, data=(train, limit(test, budget.val)))
     else:
         fit(cfg, run_dir, progress=False, data=(train, limit(test, budget.val)))
-    model, cfg = runs.load_run(run_dir)
     epochs = [r for r in runs.read_metrics(run_dir) if r.get("kind") == "epoch"]
+    if len(epochs) < cfg.train.epochs:  # stopped by a signal: never publish a half-trained run as the plan's
+        raise UserError(f"the run in {run_dir} stopped after {len(epochs)} of {cfg.train.epochs} epochs; nothing "
+                        "was published. Run the same command again to resume it")
+    model, cfg = runs.load_run(run_dir)
     shape = tuple(test.images.shape[1:])
     bs = cfg.train.eval_batch_size
     record = {"dataset": dataset, "preset": preset, "label": label, "overrides": overrides, "model": model.kind,
