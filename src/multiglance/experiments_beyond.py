@@ -155,7 +155,7 @@ def top_k_curve(model, split, shape, ks: list[int], batch_size: int) -> list[dic
 
 
 def run_one(dataset: str, label: str, preset: str, overrides: list[str], budget: Budget, data, runs_dir: Path,
-            results_dir: Path, *, timing: bool = True) -> dict:
+            results_dir: Path, *, timing: bool = True, root: str | None = None) -> dict:
     from . import runs
     from .config import apply_overrides
     from .evaluate import flops_per_image, speed
@@ -166,6 +166,7 @@ def run_one(dataset: str, label: str, preset: str, overrides: list[str], budget:
     train, test = data
     cfg = apply_overrides(get_preset(preset), [f"train.epochs={budget.epochs}", "train.device=cpu", *overrides])
     cfg.data.name, cfg.data.train_limit, cfg.data.test_limit = dataset, budget.train, budget.test
+    cfg.data.root = root  # where `data` came from (fresh canvases are drawn from there too)
     run_dir = runs_dir / f"{dataset}-{label}"
     if (run_dir / runs.CHECKPOINT).exists():  # a finished or stopped run: resume it (a no-op when finished)
         fit(cfg, run_dir, resume=True, progress=False, data=(train, limit(test, budget.val)))
@@ -366,7 +367,7 @@ def run_bench(args) -> None:
                     continue
                 start = time.perf_counter()
                 r = run_one(plan.dataset, label, preset, overrides, plan.budget, data, runs_dir, docs / "results",
-                            timing=not args.quick)
+                            timing=not args.quick, root=args.data)
                 print(f"{plan.dataset} {label}: hard {r['accuracy_hard']:.4f} soft {r['accuracy_soft']} "
                       f"{r['test_flops_per_image'] / 1e6:.2f} MFLOPs ({time.perf_counter() - start:.0f} s)",
                       flush=True)

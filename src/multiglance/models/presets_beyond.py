@@ -4,12 +4,14 @@ mnist60-* / mnist100-*: 60x60 and 100x100 canvases of one 28x28 digit (data set 
 `-100`; `--set data.name=mnist-translated-60` for the clutter-free one). The two-glance nets look at one
 36x36 patch of an overlapping grid (stride 8, so some patch always holds the whole digit), fuse glance 1's
 features into the decision, and train the hard choice directly (REINFORCE, see models/glances.py): at most
-one patch per image is classified in training, as at test time. `-thumb` one-glance nets see the downsampled
-canvas only, the cheap baselines a two-glance model has to beat.
+one patch per image is classified in training, as at test time. `-two-oracle`: glance 1 trained to name the
+patch glance 2 classifies best (`model.choice=oracle`), the scheme whose glance 1 finds the digit (see
+docs/beyond-discussion.md). `-thumb` one-glance nets see the downsampled canvas only, the cheap baselines a
+two-glance model has to beat.
 
 cifar10-*: one-glance baselines at several widths and input sizes (`-thumb-one`: the 16x16 thumbnail glance 1
 sees) and two-glance nets with a 3x3 grid of 16x16 patches (stride 8) and fused features, pool stride 2.
-Every field can be changed with `--set` (model.choice=soft|gumbel|reinforce, model.combine, model.fuse, ...).
+Every field can be changed with `--set` (model.choice=soft|gumbel|reinforce|oracle, model.combine, model.fuse, ...).
 """
 from __future__ import annotations
 
