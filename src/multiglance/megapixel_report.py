@@ -236,7 +236,8 @@ def _pct(v) -> str:
 def build_section(docs: Path) -> str:
     found = results.read_results(docs / "results", "megapixel-mnist*.json")
     recs = [r for r in found if "quick" not in r["dataset"]] or found  # a --quick docs folder shows its own
-    lines = ["## Megapixel MNIST (`make megapixel`; from the JSONs: `multiglance bench megapixel --report-only`)", "",
+    lines = ["## Megapixel MNIST (`make megapixel`; from the JSONs: `multiglance bench megapixel --report-only`)",
+             "",
              "Two glances on 1500x1500 (and 500x500, no noise) canvases of 5 MNIST digits, the label the class of "
              "3 of them (ATS's benchmark). Glance 1 scores 50x50 patches (stride 25) from a thumbnail of 0.16 "
              "of the canvas; glance 2 classifies only the k best non-overlapping patches; their evidence is "
@@ -247,7 +248,8 @@ def build_section(docs: Path) -> str:
              "matmuls; the resize is not counted).", ""]
     if not recs:
         return "\n".join(lines + ["(no results yet)"])
-    head = ("| data set | epochs | train min | acc % hard (k, combination) | low-res CNN acc % | glance-1 digit recall % "
+    head = ("| data set | epochs | train min | acc % hard (k, combination) | low-res CNN acc % "
+            "| glance-1 digit recall % "
             "| MFLOPs/img ours | GFLOPs/img full CNN | FLOPs ratio | peak MB/img ours | peak MB/img full "
             "| memory ratio | CPU ms/img ours | CPU ms/img full | train-step peak MB (batch) |")
     lines += [head, "|" + "---|" * head.count(" |")]
@@ -256,7 +258,8 @@ def build_section(docs: Path) -> str:
         full_ms = r.get("full_cpu_ms_per_image")
         lines.append(
             f"| {r['dataset']} | {r['epochs']} | {r['train_seconds'] / 60:.1f} | {_pct(r['accuracy_hard'])} "
-            f"({r['top_k']}, {r.get('combination', 'weights')}) | {_pct(low.get('accuracy'))} | {_pct(r.get('digit_recall'))} | "
+            f"({r['top_k']}, {r.get('combination', 'weights')}) | {_pct(low.get('accuracy'))} | "
+            f"{_pct(r.get('digit_recall'))} | "
             f"{r['test_flops_per_image'] / 1e6:.0f} | {r['full_flops'] / 1e9:.1f} | "
             f"1/{r['full_flops'] / r['test_flops_per_image']:.0f} | {r['peak_memory_mb']:.1f} | "
             f"{r['full_peak_memory_mb']:.0f} | 1/{r['full_peak_memory_mb'] / r['peak_memory_mb']:.0f} | "
