@@ -266,7 +266,8 @@ def dataset_section(dataset: str, records: list[dict], docs: Path) -> str:
 
 
 # the targets: (largest test error, or None: match the full one-glance net; largest FLOPs fraction of it)
-TARGETS = {"mnist-cluttered-100": (0.02, 1 / 5), "mnist-cluttered-60": (0.015, 1 / 5), "cifar10": (None, 1 / 3)}
+TARGETS = {"mnist-cluttered-100": (0.02, 1 / 5), "mnist-cluttered-60": (0.015, 1 / 5), "cifar10": (None, 1 / 3),
+           "tiny-imagenet": (0.67, None)}  # Tiny ImageNet: the report's 23% + 10 points, at any cost
 
 
 def target_line(dataset: str, ones: list[dict], twos: list[dict]) -> str:
@@ -275,12 +276,14 @@ def target_line(dataset: str, ones: list[dict], twos: list[dict]) -> str:
         return ""
     max_error, fraction = TARGETS[dataset]
     full = max(ones, key=lambda r: (r["test_flops_per_image"], r["accuracy_hard"]))  # the best-trained full net
-    budget = fraction * full["test_flops_per_image"]
+    budget = fraction * full["test_flops_per_image"] if fraction else math.inf
     goal = 1 - max_error if max_error is not None else full["accuracy_hard"]
     pts = [(a, f, f"{r.get('label')} {how}") for r in twos for f, a, how in two_glance_points(r) if f <= budget]
-    what = (f"error at most {max_error:.1%}" if max_error is not None else
+    what = (f"error at most {max_error:.1%}, accuracy at least {goal:.1%}" if max_error is not None else
             f"accuracy at least the full one-glance net's {goal:.4f} ({full.get('label')})")
-    head = f"Target ({what} at no more than {budget / 1e6:.2f} MFLOPs, 1/{round(1 / fraction)} of {full.get('label')}): "
+    cost = (f" at no more than {budget / 1e6:.2f} MFLOPs, 1/{round(1 / fraction)} of {full.get('label')}"
+            if fraction else "")
+    head = f"Target ({what}{cost}): "
     if not pts:
         return head + "missed: no two-glance point within the FLOPs budget."
     a, f, name = max(pts)

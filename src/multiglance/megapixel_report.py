@@ -314,7 +314,7 @@ def build_section(docs: Path) -> str:
                          "run began to learn only after ~200 steps with 4 digit patches per canvas.")
     lines += ["", "The `gumbel` (Gumbel top-k sampling) and `soft` (glance 2 on every patch) training choices are "
               "implemented and tested (`tests/test_megapixel.py`) but were not run: no CPU time was left.", ""]
-    full_hours = "; ".join(f"{r['dataset']} ~{5000 * 3 * r['full_cpu_ms_per_image'] / 3.6e6:.0f} h"
+    full_hours = "; ".join(f"{r['dataset']} ~{5000 * 3 * r['full_cpu_ms_per_image'] / 3.6e6:.1f} h"
                            for r in recs if r.get("full_cpu_ms_per_image"))
     lines += ["Targets (issue): >= 98% (1500) / 99% (500) with hard top-k; FLOPs <= 1/20 and peak memory <= 1/10 "
               "of the full-resolution CNN. The full-resolution CNN (conv blocks 32-64-128-128-128, max-pool "
