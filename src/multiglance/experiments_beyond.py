@@ -333,7 +333,9 @@ def write_report(docs: Path) -> str:
         by_set.setdefault(r["dataset"], []).append(r)
     parts = ["## Beyond the report: accuracy against test-time FLOPs",
              "", "Regenerate: `multiglance bench beyond --report-only` (from the JSONs); rerun the training with "
-             "`multiglance bench beyond --runs-dir DIR`. Each plot: one-glance models (squares) and their front, "
+             "`multiglance bench beyond --datasets PLAN ... --runs-dir DIR`, PLAN one of mnist-cluttered-60:fresh, "
+             "mnist-cluttered-60:full, mnist-cluttered-100:fresh, mnist-translated-60:fresh, cifar10:full, "
+             "cifar10:oracle, tiny-imagenet:full (the published runs) or the small plain ones. Each plot: one-glance models (squares) and their front, "
              "two-glance models (stars: hard, one patch) and their top-k curves (k patches classified, their "
              "weights renormalised). Each table lists every run with its budget: the small early runs (a few "
              "thousand images, 2-3 epochs) stay for the record; the `-full` runs use every training image "
