@@ -114,10 +114,10 @@ def plans(quick: bool) -> dict[str, Plan]:
 # ---- data ----------------------------------------------------------------------------------------------------
 def load_data(dataset: str, budget: Budget, root: str | None = None):
     from .data import load_split
-    from .data.registry import DATASETS
+    from .data.registry import is_generated_canvases
     from .train import limit
 
-    generated = DATASETS[dataset][0].startswith("canvases:")
+    generated = is_generated_canvases(dataset)
     kw = lambda n: {"n": n} if generated else {}  # noqa: E731  (canvases: generate only what is used)
     train = limit(load_split(dataset, root, "train", **kw(budget.train)), budget.train)
     test = limit(load_split(dataset, root, "test", **kw(budget.test)), budget.test)

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from .config import RunConfig, from_dict, to_dict
+from .data.download import fsync_folder
 from .errors import CheckpointError, UserError
 
 CHECKPOINT, CONFIG, METRICS, CLASSES = "checkpoint.pt", "config.yaml", "metrics.jsonl", "classes.json"
@@ -38,26 +39,13 @@ def atomic_write(path: Path, write) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_folder(path.parent)  # the rename itself survives a power cut
+        fsync_folder(path.parent)  # the rename itself survives a power cut
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
         raise UserError(f"could not write {str(path)!r} ({e.strerror}); the previous file is kept") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def _fsync_folder(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return  # not every file system lets a folder be opened (best effort)
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def remove_temp_files(run_dir: Path) -> list[Path]:

@@ -252,9 +252,9 @@ def fit(cfg: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False, pro
     train, test = data or load_data(cfg)
     check_fit(cfg, train)
     if cfg.data.fresh_canvases:
-        from .data.registry import DATASETS
+        from .data.registry import is_generated_canvases
 
-        if not DATASETS.get(cfg.data.name, ("",))[0].startswith("canvases:"):
+        if not is_generated_canvases(cfg.data.name):
             raise UserError(f"data.fresh_canvases needs a generated data set (mnist-translated-60, "
                             f"mnist-cluttered-60, mnist-cluttered-100), not {cfg.data.name!r}")
     if out_dir.exists() and (out_dir / runs.CHECKPOINT).exists() and not resume:

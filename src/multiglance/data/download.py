@@ -126,7 +126,7 @@ def fetch(url: str, dest: Path, remote: Remote, *, retries: int = 3, timeout: fl
         raise DataError(f"{url}: the downloaded file is not the official one ({problem}); it was deleted. Run "
                         "the command again; if it fails again the server or mirror serves another file")
     os.replace(part, dest)
-    _fsync_folder(dest.parent)
+    fsync_folder(dest.parent)
     return dest
 
 
@@ -240,7 +240,9 @@ def download(name: str, root: str | os.PathLike, *, url_base: str | None = None,
     return out
 
 
-def _fsync_folder(folder: Path) -> None:
+def fsync_folder(folder: Path) -> None:
+    """Make a rename inside `folder` survive a power cut (best effort: not every file system lets a folder be
+    opened). Shared with runs.py's atomic writes."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:

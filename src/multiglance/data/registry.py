@@ -44,6 +44,11 @@ def default_root(name: str) -> Path | None:
     return None
 
 
+def is_generated_canvases(name: str) -> bool:
+    """True for the MNIST canvas data sets, whose loaders draw `n` canvases with a `seed` (any number, any seed)."""
+    return name in DATASETS and DATASETS[name][0].startswith("canvases:")
+
+
 def _loader(name: str) -> Callable:
     if name not in DATASETS:
         raise DataError(f"unknown data set {name!r}; choose one of: {', '.join(DATASETS)}")
