@@ -352,6 +352,10 @@ def fit(cfg: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False, pro
             last = record
             if stop["signal"]:
                 raise _StopRequested
+        if world > 1:  # rank 0 validates and checkpoints alone: wait for it, so that no rank tears the
+            import torch.distributed as dist  # process group down while its peer still uses it (gloo aborts)
+
+            dist.barrier()
     except _StopRequested:
         if rank == 0:
             print(f"stopped by {stop['signal']} at step {step}; the checkpoint is saved, continue with --resume",
