@@ -118,9 +118,12 @@ def test_shared_train_and_test_digits_never_mixed(tmp_path: Path, monkeypatch: p
     from multiglance.data.sources import load_mnist
 
     monkeypatch.setenv("MULTIGLANCE_CACHE", str(tmp_path))
-    for split in ("train", "test"):
+    used = {}
+    for split in ("train", "val", "test"):
         mm = load_megapixel_mnist_easy(SHARED_MNIST, split, n=50)
         assert mm.source == split and mm.size == 500
-        mnist = load_mnist(SHARED_MNIST, split)
+        mnist = load_mnist(SHARED_MNIST, "test" if split == "test" else "train")
         assert torch.equal(mm.digits, mnist.images[:, 0][mm.digit_index])
-    assert (tmp_path / "megapixel-500-0-test-50-0.pt").is_file()  # the sparse cache was written
+        used[split] = set(mm.digit_index.flatten().tolist())
+    assert not used["train"] & used["val"]  # validation canvases use held-out training digits only
+    assert len(list(tmp_path.glob("megapixel-500-test-*.pt"))) == 1  # the sparse cache was written

@@ -32,7 +32,10 @@ def test_quick_writes_one_json_per_run(quick):
         assert 0.0 <= record["accuracy_hard"] <= 1.0 and record["params"] > 0 and record["test_flops_per_image"] > 0
         assert record["latency_ms_batch1"] > 0 and record["images_per_s_batch256"] > 0
         assert record["config"]["train"]["epochs"] == 1 and record["config"]["data"]["train_limit"] == 1024
-        metrics = [json.loads(line) for line in (Path(record["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+        assert record["selection"] == "val" and record["val_images"] > 0 and record["train_images"] == 1024
+        assert not Path(record["run_dir"]).is_absolute()  # JSON paths are relative to the runs folder
+        metrics = [json.loads(line) for line in (root / "runs" / record["run_dir"] / "metrics.jsonl").read_text()
+                   .splitlines()]
         epochs = [m for m in metrics if m["kind"] == "epoch"]
         assert record["train_seconds"] == round(sum(m["train_seconds"] for m in epochs), 1)
     one = json.loads((root / "results" / files[0]).read_text())
@@ -93,7 +96,7 @@ def test_every_paper_experiment_builds_its_config():
         assert (cfg.model.kind == "one") == exp.name.startswith("one")
     combos = {(e.dataset, e.name) for e in EXPERIMENTS}
     for d in ("cifar10", "tiny-imagenet"):
-        assert {f"{m}-{s}" for m in ("one", "two-logits", "two-probs", "two-mixture") for s in ("s1", "s2")} <= \
+        assert {"one-s1", "two-logits-s1", "one-s2", "two-logits-s2", "two-probs-s2", "two-mixture-s2"} <= \
             {n for dd, n in combos if dd == d}
 
 

@@ -45,7 +45,7 @@ def test_same_seed_gives_bit_identical_weights(tmp_path):
 
 def test_resume_from_epoch_checkpoint_is_exact(tmp_path):
     """Stop a 3-epoch run after epoch 2 (SIGTERM-style: flag honoured at the end of the epoch), resume it."""
-    import multiglance.train as train_module
+    import multiglance.train.loop as train_module
 
     cfg = tiny_config(**{"train.epochs": 3})
     reference = tmp_path / "reference"

@@ -113,14 +113,16 @@ def test_checkpoint_every_writes_mid_epoch_checkpoints(tmp_path: Path, monkeypat
 
 
 def test_start_batch_skips_exactly_those_batches() -> None:
+    from multiglance.data import Split
     from multiglance.data.batches import train_batches
 
     images = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8)
     labels = torch.arange(40)
     kw = dict(batch_size=8, seed=3, epoch=2, crop_padding=2, flip=True)
-    whole = list(train_batches(images, labels, **kw))
+    split = Split(images, labels, [str(i) for i in range(40)])
+    whole = list(train_batches(split, **kw))
     for k in range(len(whole) + 1):
-        rest = list(train_batches(images, labels, start_batch=k, **kw))
+        rest = list(train_batches(split, start_batch=k, **kw))
         assert len(rest) == len(whole) - k
         assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(rest, whole[k:]))
 

@@ -91,6 +91,7 @@ def matmul_peak(size: int = 1024, calls: int = 4) -> tuple[float, object]:
 # ---- training -------------------------------------------------------------------------------------------------
 def train_speed(cfg, *, reps: int, warmup: int = 2, peak=None) -> dict:
     """Images/s and GFLOP/s of the SGD step of `train.fit` for `cfg`, each repetition after a peak measurement."""
+    from .data import Split
     from .data.batches import train_batches
     from .models import build_model
     from .train import loss_fn
@@ -105,7 +106,7 @@ def train_speed(cfg, *, reps: int, warmup: int = 2, peak=None) -> dict:
     n = b * (reps + warmup + 1)
     images = torch.randint(0, 256, (n, m.in_channels, m.image_size, m.image_size), dtype=torch.uint8)
     labels = torch.randint(0, m.num_classes, (n,))
-    batches = train_batches(images, labels, batch_size=b, seed=0, epoch=0, crop_padding=cfg.data.crop_padding,
+    batches = train_batches(Split(images, labels, [str(i) for i in range(m.num_classes)]), batch_size=b, seed=0, epoch=0, crop_padding=cfg.data.crop_padding,
                             flip=cfg.data.flip, channels_last=cfg.train.channels_last)
 
     def step(x, y):

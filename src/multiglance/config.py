@@ -19,24 +19,36 @@ from .errors import ConfigError
 @dataclass
 class ModelConfig:
     kind: str = "two"  # "one": one CNN on the whole image; "two": glance 1 picks a patch, glance 2 classifies it
-    in_channels: int = 3  # image channels
-    num_classes: int = 10  # classes of the data set
-    image_size: int = 32  # the (square) input size H = W
+    in_channels: int | None = 3  # image channels; None: read from the training data (3 if built without data)
+    num_classes: int | None = 10  # classes; None: read from the training data (10 if built without data)
+    image_size: int = 32  # the input height H (and width, unless image_width is set)
+    image_width: int | None = None  # the input width W; None: square images (image_size x image_size)
     channels: tuple[int, ...] = (16, 16, 32)  # filters per conv block (one-glance: of the CNN; two: of glance 2)
     glance1_channels: tuple[int, ...] | None = None  # glance 1's filters; None: same as `channels`
     pool_stride: int = 1  # max-pool 3x3 stride: 1 as the report's tables say, 2 for the smaller `-s2` nets
     batchnorm: bool = False  # BatchNorm after each conv (the report had none)
     hidden: int = 0  # width of a hidden affine layer before the classifier; 0 for none (the report)
     input_size: int | None = None  # one-glance only: resize the image to this first (a thumbnail baseline)
-    patch_size: int = 8  # two-glance: patch side p
-    patch_stride: int = 8  # two-glance: patch stride s (< p for overlapping patches)
-    thumb_size: int = 16  # two-glance: side of the thumbnail glance 1 sees
+    patch_size: int | None = 8  # two-glance: patch side p; None: image_size // 8 (see `derive`)
+    patch_stride: int | None = 8  # two-glance: patch stride s (< p for overlapping patches); None: p // 2
+    thumb_size: int | None = 16  # two-glance: side of the thumbnail glance 1 sees; None: image_size // 8
     combine: str = "logits"  # training combination: "logits" | "probs" | "mixture" (see models/glances.py)
     inference: str = "hard"  # test time: "hard" (top patch only) | "soft" (all patches, weighted)
     top_k: int = 1  # hard inference on the k best patches
-    choice: str = "soft"  # training choice: "soft" (the report) | "gumbel" | "reinforce" | "oracle" (see train.py)
+    choice: str = "soft"  # training choice: "soft" (the report) | "gumbel" | "reinforce" | "oracle" | "topk"
+    # (topk: glance 2 with grad on the top_k (+ explore) chosen patches only: memory scales with k, not P)
     tau: float = 1.0  # Gumbel-softmax temperature at the start of training
     fuse: bool = False  # glance 2's classifier also sees glance 1's features
+    scorer: str = "dense"  # glance 1's scorer: "dense" (the report's affine layer -> P scores) | "conv" (a conv
+    # score map on glance 1's feature map, sampled at the patch centres: ~10k weights for any number of patches)
+    score_width: int = 32  # scorer=conv: hidden channels of the score map's conv 3x3
+    selection: str = "topk"  # how the k patches are chosen: "topk" | "nms" (top-k, suppressing neighbours)
+    nms_radius: int = 1  # selection=nms: patches within this many grid steps of a chosen one are suppressed
+    topk_combine: str = "weights"  # hard inference on k > 1 patches: "weights" (glance 1's scores softmaxed over
+    # the k, then `combine`) | "equal" (the mean of the k patches' probabilities)
+    explore: int = 0  # choice=topk: extra training patches per image beyond the top_k chosen
+    explore_by: str = "sample"  # choice=topk: "sample" (Gumbel top-k from glance 1's weights) | "ink" (from
+    # each patch's log mean intensity)
 
 
 @dataclass
@@ -48,6 +60,9 @@ class DataConfig:
     crop_padding: int = 0  # augmentation: pad by this many pixels, then crop back at random
     flip: bool = False  # augmentation: random horizontal flips
     fresh_canvases: bool = False  # generated data sets (mnist-*-60/100): new canvases every epoch (seed = epoch)
+    val_fraction: float = 0.1  # share of the training images held out (seeded, stratified) as the validation split
+    val_limit: int | None = None  # validate on only N of the validation images (quick runs)
+    stream: bool | None = None  # data.name=folder: decode files per batch (True), all in memory (False), None: by size
 
 
 @dataclass
@@ -70,6 +85,10 @@ class TrainConfig:
     log_every: int = 50  # steps between training-loss records in metrics.jsonl
     checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0: only at the end of each epoch)
     tensorboard: bool = False  # also log to TensorBoard (if installed)
+    optimizer: str = "sgd"  # "sgd" (Nesterov, `momentum`) | "adamw" (decoupled `weight_decay`)
+    uniform_weight: float = 0.0  # model.choice=topk: + this * the loss of the selected patches with equal weights
+    workers: int = 2  # DataLoader worker processes decoding lazy data (streamed files, rendered canvases)
+    init_from: str | None = None  # a run folder whose weights start this run (a curriculum, e.g. megapixel 500 -> 1500)
 
 
 @dataclass
@@ -81,6 +100,29 @@ class RunConfig:
 
 
 SECTIONS = ("model", "data", "train")
+
+
+def derive(cfg: RunConfig, shape: tuple[int, int, int], classes: list[str]) -> RunConfig:
+    """Fill the model fields left as None from the training data (C, H, W) and its classes, by a stated rule:
+    in_channels = C, num_classes = len(classes); for a two-glance model of side S = model.image_size,
+    thumb_size = S // 8 (rounded to a multiple of 4), patch_size = S // 8, patch_stride = patch_size // 2,
+    the patch then shrunk to the nearest size whose grid tiles S (so 1024 -> 128/64, 15 x 15 patches)."""
+    m = cfg.model
+    if m.in_channels is None:
+        m.in_channels = int(shape[0])
+    if m.num_classes is None:
+        m.num_classes = len(classes)
+    if m.kind == "two":
+        s = m.image_size
+        if m.thumb_size is None:
+            m.thumb_size = max(8, (s // 8) // 4 * 4)
+        if m.patch_size is None:
+            m.patch_size = max(4, s // 8)
+        if m.patch_stride is None:
+            m.patch_stride = max(1, m.patch_size // 2)
+        if m.patch_size <= s:
+            m.patch_size = s - m.patch_stride * ((s - m.patch_size) // m.patch_stride)
+    return cfg
 
 
 def to_dict(cfg: RunConfig) -> dict[str, Any]:
@@ -190,3 +232,182 @@ def apply_yaml(cfg: RunConfig, path: str | Path) -> RunConfig:
 
 def all_keys() -> list[str]:
     return [f"{s}.{f.name}" for s in SECTIONS for f in dataclasses.fields(getattr(RunConfig(), s))]
+
+
+# ------------------------------------------------------------------------------------------- validation #
+# `_coerce` guarantees types; `validate` checks ranges and the consistency between fields. Each rule names
+# what is allowed; a field another change adds later is checked once it exists (getattr), and a float field
+# without a rule must still be finite.
+
+ENUMS: dict[str, tuple[str, ...]] = {  # the same sets as models/glances.py's (a test checks they agree)
+    "model.kind": ("one", "two"),
+    "model.combine": ("logits", "probs", "mixture"),
+    "model.inference": ("hard", "soft"),
+    "model.choice": ("soft", "gumbel", "reinforce", "oracle", "topk"),
+    "model.scorer": ("dense", "conv"),
+    "model.selection": ("topk", "nms"),
+    "model.topk_combine": ("weights", "equal"),
+    "model.explore_by": ("sample", "ink"),
+    "train.schedule": ("cosine", "step", "constant"),
+    "train.optimizer": ("sgd", "adamw"),
+}
+MAX_SIDE = 1 << 16  # the largest image side, filter count or padding accepted: a larger one is a typo
+
+
+def _show(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _number(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False, hi_open: bool = False,
+            integer: bool = False, optional: bool = False, note: str = ""):
+    """A rule: a finite number (an int if `integer`) in [lo, hi] (`*_open` excludes the end); None if optional."""
+    if lo is not None and hi is not None:
+        allowed = f"{'in (' if lo_open else 'in ['}{lo}, {hi}{')' if hi_open else ']'}"
+    elif lo is not None:
+        allowed = f"{'>' if lo_open else '>='} {lo}"
+    else:
+        allowed = f"{'<' if hi_open else '<='} {hi}" if hi is not None else "a finite number"
+    allowed += " or none" if optional else ""
+    allowed += f" ({note})" if note else ""
+
+    def check(key: str, value: Any) -> None:
+        if value is None and optional:
+            return
+        kind = int if integer else (int, float)
+        ok = isinstance(value, kind) and not isinstance(value, bool) and value == value and abs(value) != float("inf")
+        ok = ok and (lo is None or (value > lo if lo_open else value >= lo))
+        ok = ok and (hi is None or (value < hi if hi_open else value <= hi))
+        if not ok:
+            raise ConfigError(f"{key}={_show(value)} must be {'an integer ' if integer else ''}{allowed}")
+    return check
+
+
+def _sizes(optional: bool = False):
+    """A rule: a non-empty list of filter counts, each in [1, MAX_SIDE]."""
+    def check(key: str, value: Any) -> None:
+        if value is None and optional:
+            return
+        if not isinstance(value, tuple) or not value or not all(
+                isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_SIDE for v in value):
+            shown = ",".join(map(str, value)) if isinstance(value, tuple) else _show(value)
+            raise ConfigError(f"{key}={shown!s} must be a non-empty comma-separated list of integers in "
+                              f"[1, {MAX_SIDE}]" + (" or none" if optional else "") + " (e.g. 16,16,32)")
+    return check
+
+
+def _device(key: str, value: Any) -> None:
+    import re
+
+    if not isinstance(value, str) or not re.fullmatch(r"auto|cpu|cuda(:\d{1,3})?", value):
+        raise ConfigError(f"{key}={_show(value)} must be auto, cpu, cuda or cuda:N")
+
+
+def _text(key: str, value: Any) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{key}={_show(value)} must be a non-empty name")
+
+
+RULES: dict[str, Any] = {
+    "model.in_channels": _number(1, 4096, integer=True, optional=True, note="1 gray, 3 RGB; none: from the data"),
+    "model.num_classes": _number(2, 1_000_000, integer=True, optional=True, note="none: from the data"),
+    "model.image_size": _number(1, MAX_SIDE, integer=True),
+    "model.image_width": _number(1, MAX_SIDE, integer=True, optional=True, note="none: square"),
+    "model.channels": _sizes(),
+    "model.glance1_channels": _sizes(optional=True),
+    "model.pool_stride": _number(1, 2, integer=True),
+    "model.hidden": _number(0, 1 << 20, integer=True, note="0: no hidden layer"),
+    "model.input_size": _number(1, MAX_SIDE, integer=True, optional=True),
+    "model.patch_size": _number(1, MAX_SIDE, integer=True, optional=True, note="none: from the image size"),
+    "model.patch_stride": _number(1, MAX_SIDE, integer=True, optional=True, note="none: half the patch"),
+    "model.thumb_size": _number(1, MAX_SIDE, integer=True, optional=True, note="none: from the image size"),
+    "model.top_k": _number(1, integer=True),
+    "model.tau": _number(0, lo_open=True),
+    "model.nms_radius": _number(0, MAX_SIDE, integer=True),
+    "model.explore": _number(0, integer=True),
+    "model.score_width": _number(1, 4096, integer=True),
+    "data.name": _text,
+    "data.train_limit": _number(1, integer=True, optional=True, note="none: all images"),
+    "data.test_limit": _number(1, integer=True, optional=True, note="none: all images"),
+    "data.val_limit": _number(1, integer=True, optional=True, note="none: all images"),
+    "data.crop_padding": _number(0, MAX_SIDE, integer=True),
+    "data.val_fraction": _number(0, 0.5, lo_open=True),
+    "data.max_pixels": _number(1, integer=True, optional=True),
+    "train.epochs": _number(1, integer=True),
+    "train.batch_size": _number(1, integer=True),
+    "train.lr": _number(0, lo_open=True),
+    "train.momentum": _number(0, 1, hi_open=True),
+    "train.weight_decay": _number(0),
+    "train.warmup_epochs": _number(0),
+    "train.label_smoothing": _number(0, 1, hi_open=True),
+    "train.entropy_weight": _number(),
+    "train.oracle_best": _number(0, 1),
+    "train.tau_final": _number(0, lo_open=True, optional=True),
+    "train.seed": _number(0, (1 << 63) - 1, integer=True),
+    "train.device": _device,
+    "train.eval_batch_size": _number(1, integer=True),
+    "train.log_every": _number(1, integer=True),
+    "train.checkpoint_every": _number(0, integer=True, note="0: only at the end of each epoch"),
+    "train.checkpoint_minutes": _number(0, note="0: off"),
+    "train.uniform_weight": _number(0),
+    "train.workers": _number(0, 256, integer=True),
+}
+UNCHECKED = {"data.root", "train.init_from"}  # any path (the loaders say if it does not exist); bools need none
+
+
+def _nearest(target: int, start: int, step: int, sign: int, lo: int = 1) -> list[int]:
+    """The two values `start + sign * n * step` (n >= 0, value >= lo) nearest to `target`."""
+    n = max(0, (target - start) * sign // step)
+    return sorted({v for v in (start + sign * n * step, start + sign * (n + 1) * step) if v >= lo})
+
+
+def _check_grid(m: Any) -> int:
+    """The number of patches of a two-glance model; ConfigError if its patch grid does not tile the image."""
+    p, s, counts = m.patch_size, m.patch_stride, []
+    for key, side in (("model.image_size", m.image_size), ("model.image_width", getattr(m, "image_width", None))):
+        if side is None:
+            counts.append(counts[0])
+            continue
+        if p > side or (side - p) % s:
+            patches = [v for v in _nearest(p, side, s, -1) if v <= side]
+            sides = _nearest(side, p, s, +1, lo=p)
+            raise ConfigError(
+                f"model.patch_size={p} with model.patch_stride={s} does not tile {key}={side} (the patch must fit "
+                f"and ({side} - {p}) % {s} must be 0); nearest valid: model.patch_size "
+                f"{' or '.join(map(str, patches))}, or {key} {' or '.join(map(str, sides))}")
+        counts.append((side - p) // s + 1)
+    return counts[0] * counts[1]
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Check the range of every field and the consistency between fields; returns `cfg` unchanged.
+
+    Each failure is one `ConfigError` line naming the key, its value and what is allowed, for example
+    "model.patch_size=0 must be an integer >= 1". Call it after the last override, before building anything.
+    """
+    for section in SECTIONS:
+        obj = getattr(cfg, section)
+        for f in dataclasses.fields(obj):
+            key, value = f"{section}.{f.name}", getattr(obj, f.name)
+            if key in ENUMS:
+                if value not in ENUMS[key]:
+                    raise ConfigError(f"{key}={_show(value)} must be one of {', '.join(ENUMS[key])}")
+            elif key in RULES:
+                RULES[key](key, value)
+            elif isinstance(value, float) and not (value == value and abs(value) != float("inf")):
+                raise ConfigError(f"{key}={value} must be a finite number")
+    m, t, d = cfg.model, cfg.train, cfg.data
+    if m.kind == "two" and None not in (m.patch_size, m.patch_stride):  # None: `derive` fills it from the data
+        count = _check_grid(m)
+        if m.top_k > count:
+            raise ConfigError(f"model.top_k={m.top_k} must be between 1 and the number of patches ({count}); "
+                              "lower model.top_k or model.patch_stride")
+        explore = getattr(m, "explore", 0)
+        if m.choice == "topk" and m.top_k + explore > count:
+            raise ConfigError(f"model.top_k + model.explore = {m.top_k + explore} training patches, but there are "
+                              f"only {count}; lower model.top_k or model.explore")
+    if t.warmup_epochs >= t.epochs:
+        raise ConfigError(f"train.warmup_epochs={t.warmup_epochs} must be less than train.epochs={t.epochs}")
+    side = min(m.image_size, getattr(m, "image_width", None) or m.image_size)
+    if d.crop_padding > side:
+        raise ConfigError(f"data.crop_padding={d.crop_padding} must be between 0 and the image side ({side})")
+    return cfg

@@ -133,7 +133,7 @@ def glance1_stats(model, split, batch_size: int = 500) -> dict:
     model.eval()
     ws = []
     with torch.no_grad():
-        for x, _ in eval_batches(split.images, split.labels, batch_size=batch_size):
+        for x, _ in eval_batches(split, batch_size=batch_size):
             ws.append(model.patch_weights(x))  # (b, P)
     w = torch.cat(ws)  # (N, P)
     ent = -(w * w.clamp_min(1e-12).log()).sum(-1)  # (N,)

@@ -29,6 +29,15 @@ def git_commit() -> str:
         return "unknown"
 
 
+def require_clean(allow_dirty: bool = False) -> None:
+    """Results are published from a committed tree only: UserError on uncommitted changes unless allowed."""
+    if git_commit().endswith("-dirty") and not allow_dirty:
+        from .errors import UserError
+
+        raise UserError("the working tree has uncommitted changes; commit them first so the results name the "
+                        "code that made them (or pass --allow-dirty, which marks the JSON as -dirty)")
+
+
 def write_result(folder: Path, name: str, record: dict[str, Any]) -> Path:
     """Write docs/results/NAME.json with the command line and commit added; checks the required keys."""
     missing = [k for k in REQUIRED_KEYS if k not in record]

@@ -43,7 +43,7 @@ def collect(model: nn.Module, split: Split, batch_size: int = 500) -> Looks:
     """Run glance 1 (and hard inference) over `split`, with the model's own stages."""
     model.eval()
     weights, top, preds = [], [], []
-    for x, _ in eval_batches(split.images, split.labels, batch_size=batch_size):
+    for x, _ in eval_batches(split, batch_size=batch_size):
         x = x.to(next(model.parameters()).device)  # (B, C, H, W) in [0, 1]
         weights.append(model.patch_weights(x).cpu())  # (B, P)
         logits, index = model.infer(x, "hard", 1)  # (B, K), (B, 1)

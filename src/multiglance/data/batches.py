@@ -1,16 +1,42 @@
-"""Whole-batch augmentation and batching: tensor ops over the batch, never a Python loop per image.
+"""Batches for training and evaluation, from any split: whole-batch augmentation, never a loop per image.
 
-Images stay uint8 in memory; a batch becomes float in [0, 1] only when it is drawn. The model normalises.
+Images stay uint8 in memory (or on disk, for lazy splits: `fetch` decodes them per batch in DataLoader worker
+processes); a batch becomes float in [0, 1] only when it is drawn. The model normalises.
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
+import torch.utils.data
 
 
-def channel_stats(images: torch.Tensor, max_images: int = 10000) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std in [0, 1] units of uint8 images (N, C, H, W), from at most `max_images`."""
-    x = images[:max_images].float().div_(255)  # (n, C, H, W)
-    return x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3))
+def channel_stats(split, max_images: int = 10000, seed: int = 0,
+                  max_pixels: int = 1 << 28) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std in [0, 1] units of a split (or of uint8 images (N, C, H, W)), from a seeded
+    random sample of at most `max_images` images (and at most `max_pixels` pixel values): files are often
+    sorted by class, so the first images would describe a few classes only. A split with fixed `stats`
+    (megapixel MNIST) gives those."""
+    if getattr(split, "stats", None) is not None:
+        return split.stats
+    n = len(split)
+    c, h, w = split.shape if hasattr(split, "shape") and not isinstance(split, torch.Tensor) else split.shape[1:]
+    n_sample = max(1, min(n, max_images, max_pixels // max(1, c * h * w)))
+    index = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:n_sample].sort().values
+    if isinstance(split, torch.Tensor):
+        x = split[index]
+    else:
+        x = torch.cat([split.take(index[i:i + 64])[0] for i in range(0, n_sample, 64)])  # (n, C, H, W) uint8
+    total = torch.zeros(c, dtype=torch.float64)
+    square = torch.zeros(c, dtype=torch.float64)
+    for start in range(0, x.shape[0], 256):  # float64 sums in chunks: no full float copy of the sample
+        chunk = x[start:start + 256].double().div_(255)  # (b, C, H, W)
+        total += chunk.sum(dim=(0, 2, 3))
+        square += chunk.square().sum(dim=(0, 2, 3))
+    count = x.shape[0] * h * w
+    mean = total / count
+    var = (square - count * mean.square()) / max(count - 1, 1)
+    return mean.float(), var.clamp_min(0).sqrt().float()
 
 
 def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
@@ -41,38 +67,100 @@ def to_float(x: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-def train_batches(images: torch.Tensor, labels: torch.Tensor, *, batch_size: int, seed: int, epoch: int,
-                  crop_padding: int = 0, flip: bool = False, rank: int = 0, world: int = 1,
-                  channels_last: bool = False, device: str | torch.device = "cpu", start_batch: int = 0):
-    """Yield (float images, labels) for one epoch: shuffled by (seed, epoch), split by rank, augmented.
+def skip_draws(b: int, crop_padding: int, flip: bool, generator: torch.Generator) -> None:
+    """Advance `generator` exactly as augmenting a batch of `b` images would (a resumed epoch's skipped batches)."""
+    if crop_padding > 0:
+        torch.randint(0, 2 * crop_padding + 1, (b,), generator=generator)
+        torch.randint(0, 2 * crop_padding + 1, (b,), generator=generator)
+    if flip:
+        torch.rand(b, generator=generator)
+
+
+def augment(x: torch.Tensor, keep: torch.Tensor, crop_padding: int, flip: bool,
+            generator: torch.Generator) -> torch.Tensor:
+    """Random crop and flip of the b' decoded images x (b', C, H, W) of a batch of b = len(keep): the random
+    draws are those of the whole batch, so a file that failed to decode changes no other image's draw."""
+    if not (crop_padding or flip):
+        return x
+    partial = not bool(keep.all())
+    if partial:
+        full = x.new_zeros((keep.shape[0], *x.shape[1:]))  # (b, C, H, W)
+        full[keep.to(x.device)] = x
+        x = full
+    if crop_padding:
+        x = random_crop(x, crop_padding, generator)
+    if flip:
+        x = random_flip(x, generator)
+    return x[keep.to(x.device)] if partial else x
+
+
+class _Batches(torch.utils.data.Dataset):
+    """Batch i of a lazy split: `split.take(index_lists[i])` (decoded in a DataLoader worker when workers > 0)."""
+
+    def __init__(self, split, index_lists: list[torch.Tensor]):
+        self.split, self.index_lists = split, index_lists
+
+    def __len__(self) -> int:
+        return len(self.index_lists)
+
+    def __getitem__(self, i: int):
+        index = self.index_lists[i]
+        x, keep = self.split.take(index)
+        return index, x, keep
+
+
+def fetch(split, index_lists: list[torch.Tensor], workers: int = 0):
+    """Yield (index (b,), uint8 images (b', C, H, W), keep (b,) bool) for each index list, in order. In-memory
+    splits are sliced in place; lazy ones (streamed files, rendered canvases) are decoded by `workers`
+    DataLoader processes, a few batches ahead. Files that failed to decode are named in one warning each."""
+    if isinstance(getattr(split, "images", None), torch.Tensor) or workers <= 0 or len(index_lists) <= 1:
+        batches = (( i, *split.take(i)) for i in index_lists)
+    else:
+        loader = torch.utils.data.DataLoader(_Batches(split, index_lists), batch_size=None, shuffle=False,
+                                             num_workers=min(workers, len(index_lists)), prefetch_factor=2)
+        batches = iter(loader)
+    for index, x, keep in batches:
+        if not bool(keep.all()):
+            files = getattr(split, "files", None)
+            for i in index[~keep].tolist():
+                name = files[i] if files is not None else f"image {i}"
+                warnings.warn(f"skipping {name}: it does not decode (counted in the run's skipped_images)")
+            split.skipped = getattr(split, "skipped", 0) + int((~keep).sum())
+        yield index, x, keep
+
+
+def train_batches(split, *, batch_size: int, seed: int, epoch: int, crop_padding: int = 0, flip: bool = False,
+                  rank: int = 0, world: int = 1, channels_last: bool = False, device: str | torch.device = "cpu",
+                  start_batch: int = 0, workers: int = 0, as_float: bool = True):
+    """Yield (images, labels) for one epoch: shuffled by (seed, epoch), split by rank, augmented; images are
+    float in [0, 1] (or uint8 with `as_float=False`: the two-glance model converts only what it reads).
 
     The same (seed, epoch) gives the same batches, which is what makes `--resume` exact. `start_batch` skips
-    the first batches (a resume from a mid-epoch checkpoint): their augmentation is still drawn, so the
-    batches that follow are exactly those of an uninterrupted epoch.
+    the first batches (a resume from a mid-epoch checkpoint): their random draws are still made, so the
+    batches that follow are exactly those of an uninterrupted epoch. A file that does not decode is left out
+    of its batch (with a warning), never a crash.
     """
     g = torch.Generator().manual_seed(seed * 100003 + epoch)
-    order = torch.randperm(images.shape[0], generator=g)
+    order = torch.randperm(len(split), generator=g)
     per_rank = batch_size // world
-    n = (images.shape[0] // batch_size) * batch_size  # drop the last partial batch: every rank equal
-    for i, start in enumerate(range(0, n, batch_size)):
-        index = order[start + rank * per_rank: start + (rank + 1) * per_rank]
-        if i < start_batch:  # trained on before the checkpoint: advance the generator as that batch did
-            x = images[index]  # (b, C, H, W) uint8, on the CPU: only the random draws matter
-            if crop_padding:
-                random_crop(x, crop_padding, g)
-            if flip:
-                random_flip(x, g)
+    n = (len(split) // batch_size) * batch_size  # drop the last partial batch: every rank equal
+    index_lists = [order[start + rank * per_rank: start + (rank + 1) * per_rank] for start in range(0, n, batch_size)]
+    for _ in range(start_batch):  # trained on before the checkpoint: advance the generator as that batch did
+        skip_draws(per_rank, crop_padding, flip, g)
+    for index, x, keep in fetch(split, index_lists[start_batch:], workers):
+        x = augment(x.to(device, non_blocking=True), keep, crop_padding, flip, g)  # (b', C, H, W) uint8
+        y = split.labels[index[keep]].to(device, non_blocking=True)
+        if x.shape[0] == 0:
             continue
-        x = images[index].to(device, non_blocking=True)  # (b, C, H, W) uint8
-        if crop_padding:
-            x = random_crop(x, crop_padding, g)
-        if flip:
-            x = random_flip(x, g)
-        yield to_float(x, channels_last), labels[index].to(device, non_blocking=True)
+        yield (to_float(x, channels_last) if as_float else x), y
 
 
-def eval_batches(images: torch.Tensor, labels: torch.Tensor, *, batch_size: int, channels_last: bool = False,
-                 device: str | torch.device = "cpu"):
-    for start in range(0, images.shape[0], batch_size):
-        x = images[start:start + batch_size].to(device, non_blocking=True)
-        yield to_float(x, channels_last), labels[start:start + batch_size].to(device, non_blocking=True)
+def eval_batches(split, *, batch_size: int, channels_last: bool = False, device: str | torch.device = "cpu",
+                 workers: int = 0, as_float: bool = True):
+    """Yield (images, labels) of a split in order (undecodable files left out, with a warning)."""
+    index_lists = [torch.arange(s, min(s + batch_size, len(split))) for s in range(0, len(split), batch_size)]
+    for index, x, keep in fetch(split, index_lists, workers):
+        if x.shape[0] == 0:
+            continue
+        x = x.to(device, non_blocking=True)
+        yield (to_float(x, channels_last) if as_float else x), split.labels[index[keep]].to(device, non_blocking=True)

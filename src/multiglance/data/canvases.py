@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 from . import Split
+from .split import source_indices
 
 DIGIT = 28
-SIZES = {"train": 60000, "test": 10000}
+SIZES = {"train": 60000, "val": 5000, "test": 10000}
 CHUNK = 10000  # canvases generated per batch of numpy ops (bounds the temporary int16 memory)
 
 
@@ -68,10 +69,15 @@ def _mnist_canvases(root: str | os.PathLike, split: str, canvas: int, clutter: i
                     seed: int = 0, **_ignored) -> Split:
     from .sources import load_mnist
 
-    source = load_mnist(root, split)  # only this split's digits: train and test never mix
+    source = load_mnist(root, "test" if split == "test" else "train")  # train, val and test never share a digit
+    digits, labels = source.images[:, 0].numpy(), source.labels.numpy()
+    if split != "test":  # validation canvases: a held-out 10% of MNIST's training digits
+        keep = source_indices(labels, split)
+        digits, labels = digits[keep], labels[keep]
     n = SIZES[split] if n is None else n
-    return make_canvases(source.images[:, 0].numpy(), source.labels.numpy(), n=n, canvas=canvas,
-                         clutter=clutter, seed=(seed * 1000003 + canvas * 31 + clutter) * 2 + (split == "test"))
+    stream = {"train": 0, "test": 1, "val": 2}[split]
+    return make_canvases(digits, labels, n=n, canvas=canvas, clutter=clutter,
+                         seed=(seed * 1000003 + canvas * 31 + clutter) * 3 + stream)
 
 
 def load_mnist_translated_60(root, split: str, **options) -> Split:

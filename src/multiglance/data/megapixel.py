@@ -10,7 +10,8 @@ first, then the digits, so a digit's block erases the noise under it, and a late
 earlier one. (The issue text says "noise after the digits"; with block assignment that would blank whole
 digits, so we keep ATS's order.) As in ATS the noise patterns are drawn from the split's own seed.
 
-Training canvases use only MNIST's training split, test canvases only its test split. Nothing dense is kept:
+Training canvases use only MNIST's training split, test canvases only its test split, and validation canvases
+a held-out 10% of MNIST's training digits that training canvases never use (`split.source_indices`). Nothing dense is kept:
 a `MegapixelSplit` holds the digits' pixels (N, 5, 28, 28), their places, the noise placements and patterns
 (a few MB for 5000 images), and `render(index)` draws a batch of canvases with 5 + 50 whole-batch writes.
 
@@ -30,8 +31,11 @@ import torch
 from ..errors import DataError
 
 DIGIT, DIGITS_PER_IMAGE, MAJORITY = 28, 5, 3
-SIZES = {"train": 5000, "test": 1000}
+SIZES = {"train": 5000, "val": 500, "test": 1000}
+SPLIT_STREAM = {"train": 0, "test": 1, "val": 2}  # the generator's random stream per split
+VERSION = 2  # of the generator and its cache files: bump whenever a canvas could change
 CLASSES = [str(d) for d in range(10)]
+PIXEL_STD = 0.3081  # MNIST's pixel std: the scale both glances' inputs are divided by
 
 
 @dataclass
@@ -81,6 +85,20 @@ class MegapixelSplit:
             cols = pos[:, j, 1, None, None] + offsets[None, None, :]
             canvas[batch, rows, cols] = digits[:, j]
         return canvas[:, None]  # (b, 1, S, S)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (1, self.size, self.size)
+
+    @property
+    def stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fixed normalisation (mean 0, MNIST's pixel std): the canvases' own statistics (mean ~0.003, std ~0.04)
+        would blow every inked pixel up to 25-60; MNIST's std keeps digits near 3 in patches and thumbnails."""
+        return torch.zeros(1), torch.full((1,), PIXEL_STD)
+
+    def take(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Canvases `index` rendered, (b, 1, S, S) uint8, and (b,) True: the interface of every split."""
+        return self.render(index), torch.ones(torch.as_tensor(index).reshape(-1).shape[0], dtype=torch.bool)
 
     def subset(self, index: torch.Tensor) -> "MegapixelSplit":
         per_image = ("labels", "digits", "digit_labels", "digit_index", "positions", "noise_positions",
@@ -173,7 +191,7 @@ def make_megapixel(split: str, *, images: np.ndarray | torch.Tensor, labels: np.
     n = SIZES[split] if n is None else n
     images = torch.as_tensor(np.asarray(images)).reshape(-1, DIGIT, DIGIT)
     labels = np.asarray(labels).astype(np.int64)
-    rng = np.random.default_rng([seed, 0 if split == "train" else 1])
+    rng = np.random.default_rng([seed, SPLIT_STREAM[split]])
     target, index = pick_digits(rng, labels, n)  # (n,), (n, 5)
     pos = digit_positions(rng, n, size)  # (n, 5, 2)
     patterns = noise_patterns(rng, n_noise)  # (M, 28, 28)
@@ -191,20 +209,38 @@ def make_megapixel(split: str, *, images: np.ndarray | torch.Tensor, labels: np.
 def _cached(root, split: str, size: int, n_noise: int, n: int | None, seed: int, cache: bool) -> MegapixelSplit:
     from .sources import cache_dir, load_mnist
 
+    import hashlib
+    import json
+
     n = SIZES[split] if n is None else n
-    path = cache_dir() / f"megapixel-{size}-{n_noise}-{split}-{n}-{seed}.pt"
+    key = json.dumps([VERSION, size, n_noise, split, n, seed, _source_fingerprint(root)])
+    path = cache_dir() / f"megapixel-{size}-{split}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
     if cache and path.is_file():
         try:
             return MegapixelSplit.load(path)
         except DataError:
             path.unlink(missing_ok=True)
-    mnist = load_mnist(root, split)
-    out = make_megapixel(split, images=mnist.images[:, 0], labels=mnist.labels.numpy(), n=n, size=size,
-                         n_noise=n_noise, seed=seed)
+    mnist = load_mnist(root, "test" if split == "test" else "train")
+    images, labels = mnist.images[:, 0], mnist.labels.numpy()
+    if split != "test":  # train and val canvases draw on disjoint shares of MNIST's training digits
+        from .split import source_indices
+
+        keep = source_indices(labels, split)
+        images, labels = images[torch.from_numpy(keep)], labels[keep]
+    out = make_megapixel(split, images=images, labels=labels, n=n, size=size, n_noise=n_noise, seed=seed)
+    if split != "test":  # digit_index always points into MNIST's own split
+        out.digit_index = torch.from_numpy(keep)[out.digit_index]
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         out.save(path)
     return out
+
+
+def _source_fingerprint(root) -> list:
+    """Sizes and modification times of the MNIST files under `root` (a cache is stale when they change)."""
+    p = Path(root)
+    files = sorted(p.rglob("*")) if p.is_dir() else [p]
+    return [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.is_file()]
 
 
 def load_megapixel_mnist(root, split: str, *, n: int | None = None, seed: int = 0,

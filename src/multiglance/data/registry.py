@@ -1,7 +1,10 @@
 """Name -> loader. `load_split("cifar10", root, "train")` is how the rest of the package gets data.
 
-Splits are always called "train" and "test"; "test" is the labelled evaluation split (Tiny ImageNet's
-`val/`, a class-folder tree's `val/` or `test/`). A `root` of None means the data set's default place:
+Splits are "train", "val" and "test". "test" is the labelled evaluation split (Tiny ImageNet's `val/`, a
+class-folder tree's `test/` or `val/`), read once per published number. "val" is held out from the training
+images (`split.holdout`: a seeded, stratified `val_fraction`, 10% by default) and "train" is the rest, so
+model selection never sees a test image; generated data sets build their "val" canvases from held-out source
+images instead (their loaders take split="val" themselves). A `root` of None means the data set's default place:
 the embedded generators need none, the real data sets are looked for in `$MULTIGLANCE_DATA`, then
 `../shared/data` and `shared/data` (the project's read-only copies).
 """
@@ -12,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import DataError
+from .split import VAL_FRACTION, holdout
 
 # name -> (loader module attribute, default file or folder under a data root, or None when generated)
 DATASETS: dict[str, tuple[str, str | None]] = {
@@ -20,11 +24,13 @@ DATASETS: dict[str, tuple[str, str | None]] = {
     "tiny-imagenet": ("sources:load_tiny_imagenet", "tiny-imagenet-200.zip"),
     "mnist": ("sources:load_mnist", "mnist"),
     "folder": ("sources:load_folder", None),
+    "folder-stream": ("stream:load_folder_stream", None),  # decoded batch by batch: options size, width, channels
     "mnist-translated-60": ("canvases:load_mnist_translated_60", "mnist"),
     "mnist-cluttered-60": ("canvases:load_mnist_cluttered_60", "mnist"),
     "mnist-cluttered-100": ("canvases:load_mnist_cluttered_100", "mnist"),
     "megapixel-mnist": ("megapixel:load_megapixel_mnist", "mnist"),
     "megapixel-mnist-easy": ("megapixel:load_megapixel_mnist_easy", "mnist"),
+    "scenes-cifar10-512": ("scenes:load_scenes_cifar10_512", "cifar10/cifar10-jpeg.zip"),  # + ../tiny-imagenet-200.zip
 }
 
 
@@ -58,10 +64,19 @@ def _loader(name: str) -> Callable:
     return getattr(importlib.import_module(f"{__package__}.{module}"), func)
 
 
-def load_split(name: str, root: str | os.PathLike | None, split: str, **options):
-    """Load split "train" or "test" of data set `name` as a `Split` (uint8 images in memory)."""
-    if split not in ("train", "test"):
-        raise DataError(f"unknown split {split!r}; use 'train' or 'test'")
+# generated data sets: their loaders make "val" canvases from held-out source images themselves
+OWN_VALIDATION = ("synthetic:", "canvases:", "megapixel:", "scenes:")
+
+
+def has_own_validation(name: str) -> bool:
+    return name in DATASETS and DATASETS[name][0].startswith(OWN_VALIDATION)
+
+
+def load_split(name: str, root: str | os.PathLike | None, split: str, *, val_fraction: float = VAL_FRACTION,
+               **options):
+    """Load split "train", "val" or "test" of data set `name` (a `Split`, or a lazily decoded split)."""
+    if split not in ("train", "val", "test"):
+        raise DataError(f"unknown split {split!r}; use 'train', 'val' or 'test'")
     loader = _loader(name)
     if root is None and DATASETS[name][1] is not None:
         root = default_root(name)
@@ -70,4 +85,8 @@ def load_split(name: str, root: str | os.PathLike | None, split: str, **options)
             raise DataError(f"data set {name!r} not found at {where}; pass --data PATH to where it is")
     if root is not None and not Path(root).exists():
         raise DataError(f"data path {str(root)!r} does not exist; check --data")
-    return loader(root, split, **options)
+    if split == "test" or has_own_validation(name):
+        return loader(root, split, **options)
+    full = loader(root, "train", **options)
+    train_idx, val_idx = holdout(full.labels, val_fraction)
+    return full.subset(train_idx if split == "train" else val_idx)

@@ -3,7 +3,8 @@
 Each canvas holds one digit, enlarged to 16x16, at a random place on a 48x48 black canvas, plus a few
 pieces of clutter (random 6x6 crops of other enlarged digits). The object sits in one part of the
 image, so a model that looks at the right patch wins. Deterministic by seed; no download. Training
-canvases use only the training digits and test canvases only the held-out ones.
+canvases use only the training digits and test canvases only the held-out ones; validation canvases use a
+held-out 10% of the training digits, which training canvases never use.
 """
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import torch
 import torch.nn.functional as F
 
 from . import Split
+from .split import source_indices
 
 CANVAS, DIGIT, CLUTTER_SIZE, N_CLUTTER = 48, 16, 6, 4
 N_TRAIN_DIGITS = 1400  # of scikit-learn's 1797; the rest are held out for the test canvases
-SIZES = {"train": 6000, "test": 1000}
+SIZES = {"train": 6000, "val": 1000, "test": 1000}
+SPLIT_STREAM = {"train": 0, "test": 1, "val": 2}  # the generator's stream per split
 
 
 def _source_digits(split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -24,7 +27,9 @@ def _source_digits(split: str) -> tuple[np.ndarray, np.ndarray]:
 
     digits = load_digits()
     order = np.random.default_rng(0).permutation(len(digits.target))
-    idx = order[:N_TRAIN_DIGITS] if split == "train" else order[N_TRAIN_DIGITS:]
+    idx = order[N_TRAIN_DIGITS:] if split == "test" else order[:N_TRAIN_DIGITS]
+    if split != "test":  # validation canvases use held-out training digits that training canvases never do
+        idx = idx[source_indices(digits.target[idx], split)]
     small = torch.from_numpy(digits.images[idx] / 16.0).float()[:, None]  # (n, 1, 8, 8) in [0, 1]
     big = F.interpolate(small, size=(DIGIT, DIGIT), mode="bilinear", align_corners=False)  # (n, 1, 16, 16)
     return (big[:, 0].clamp(0, 1) * 255).round().to(torch.uint8).numpy(), digits.target[idx].astype(np.int64)
@@ -43,7 +48,7 @@ def make_cluttered_digits(split: str, n: int | None = None, seed: int = 0) -> Sp
     """`n` canvases (default 6000 train / 1000 test) of 1x48x48 uint8 with the digit's box."""
     n = SIZES[split] if n is None else n
     digits, labels = _source_digits(split)
-    rng = np.random.default_rng([seed, 0 if split == "train" else 1])
+    rng = np.random.default_rng([seed, SPLIT_STREAM[split]])
     pick = rng.integers(0, len(digits), n)
     canvas = np.zeros((n, CANVAS, CANVAS), np.uint8)
     for _ in range(N_CLUTTER):  # clutter first, the digit drawn over it

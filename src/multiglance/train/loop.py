@@ -1,9 +1,12 @@
-"""The training loop: one explicit loop, SGD, a learning-rate schedule, per-epoch validation, atomic
-checkpoints, exact `--resume`, and DDP under torchrun.
+"""The training loop: one explicit loop for every model and image size, SGD or AdamW, a learning-rate
+schedule, per-epoch validation on the held-out validation split, atomic checkpoints, exact `--resume`, lazy
+data decoded in DataLoader workers, and DDP under torchrun.
 
     multiglance train --preset digits-two --out runs/digits-two
     multiglance train --preset paper-cifar10-two --set train.epochs=30 --out runs/c10-two --resume
     torchrun --standalone --nproc_per_node=2 -m multiglance train --preset digits-two --out runs/ddp
+
+    multiglance train --preset large-two --data PHOTOS --set model.image_size=1024   # a folder of large photos
 
 From Python: `fit(cfg, out_dir)` with a `RunConfig` (e.g. `get_preset("digits-two")`). On CPU with a fixed
 seed a run that was stopped and resumed ends with exactly the weights of one that never stopped.
@@ -12,22 +15,24 @@ checkpoint (every epoch, or every N steps with `--set train.checkpoint_every=N`)
 """
 from __future__ import annotations
 
-import math
 import os
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import runs
-from .config import RunConfig
-from .data import Split, load_split
-from .data.batches import channel_stats, eval_batches, train_batches
-from .errors import UserError
-from .models import build_model
+from .. import runs
+from ..config import RunConfig, derive
+from ..data import load_split
+from ..data.batches import channel_stats, eval_batches, train_batches
+from ..data.split import limit
+from ..errors import UserError
+from ..models import build_model
+from .objectives import loss_fn, lr_factor
 
 
 # ---- distributed (as nanoGPT does it) ------------------------------------------------------------------------
@@ -55,93 +60,74 @@ def resolve_device(name: str) -> str:
     return name
 
 
-# ---- schedule and loss ---------------------------------------------------------------------------------------
-def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
-    if warmup and step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    if schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-    if schedule == "step":
-        return 0.1 ** ((progress >= 0.5) + (progress >= 0.75))
-    if schedule == "constant":
-        return 1.0
-    raise UserError(f"unknown train.schedule {schedule!r}; use cosine, step or constant")
-
-
-def entropy(w: torch.Tensor) -> torch.Tensor:
-    """Entropy (nats) of each row of weights (B, P) -> (B,)."""
-    return -(w * w.clamp_min(1e-12).log()).sum(-1)
-
-
-def oracle_loss(z: torch.Tensor, scores: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0,
-                best: float = 0.0):
-    """choice="oracle": glance 2 is trained on every patch (mean cross-entropy over patches of z (B, P, K)),
-    and glance 1's scores (B, P) are trained, as a P-way classification, to name the patch on which glance 2's
-    loss is lowest. This trains the test-time hard choice itself: argmax w should be glance 2's best patch.
-    `best` > 0 moves that share of glance 2's loss onto its best patch (the one it will be shown at test time,
-    as in multiple-instance learning), away from patches that do not hold the object."""
-    b, p, k = z.shape
-    per_patch = F.cross_entropy(z.reshape(b * p, k), y.repeat_interleave(p), reduction="none",
-                                label_smoothing=label_smoothing).view(b, p)  # (B, P)
-    glance2 = (1 - best) * per_patch.mean() + best * per_patch.min(-1).values.mean()
-    return glance2 + F.cross_entropy(scores, per_patch.detach().argmin(-1))
-
-
-def loss_fn(model: nn.Module, out: torch.Tensor, y: torch.Tensor, cfg: RunConfig) -> torch.Tensor:
-    if getattr(model, "last_patch_logits", None) is not None:
-        loss = oracle_loss(model.last_patch_logits, model.last_scores, y, cfg.train.label_smoothing,
-                           cfg.train.oracle_best)
-    else:
-        loss = F.cross_entropy(out, y, label_smoothing=cfg.train.label_smoothing)
-    if cfg.train.entropy_weight and getattr(model, "last_weights", None) is not None:
-        loss = loss + cfg.train.entropy_weight * entropy(model.last_weights).mean()
-    log_prob = getattr(model, "last_log_prob", None)  # choice="reinforce": the sampled patch's log w, (B,)
-    if log_prob is not None:  # REINFORCE, reward = -(the image's loss), baseline = the batch mean reward
-        reward = -F.cross_entropy(out.detach(), y, reduction="none")  # (B,)
-        loss = loss - ((reward - reward.mean()) * log_prob).mean()
-    return loss
-
-
 # ---- one epoch, evaluation -----------------------------------------------------------------------------------
-def train_one_epoch(model, raw_model, optimizer, scheduler, train: Split, cfg: RunConfig, epoch: int, step: int,
-                    rank: int, world: int, device: str, run_dir: Path | None, progress: bool, *,
-                    start_batch: int = 0, partial: dict | None = None, checkpoint=None,
-                    stop: dict | None = None) -> dict:
-    """One pass over the training set. `start_batch` skips the batches a mid-epoch checkpoint already holds
+@dataclass
+class Trainer:
+    """What one epoch needs: the model (DDP-wrapped or not), its raw module, the optimiser and schedule, the
+    config, and where this process stands (rank of world, device, run folder)."""
+    model: nn.Module
+    raw_model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    cfg: RunConfig
+    rank: int = 0
+    world: int = 1
+    device: str = "cpu"
+    run_dir: Path | None = None
+    progress: bool = False
+
+
+def takes_uint8(model: nn.Module) -> bool:
+    """The two-glance model reads uint8 batches itself (it converts only the thumbnail and the chosen patches)."""
+    return getattr(model, "kind", None) == "two" and getattr(model, "accepts_uint8", False)
+
+
+def train_one_epoch(t: Trainer, train, epoch: int, step: int, *, start_batch: int = 0, partial: dict | None = None,
+                    checkpoint=None, stop: dict | None = None) -> dict:
+    """One pass over the training split. `start_batch` skips the batches a mid-epoch checkpoint already holds
     (`partial`: its running sums); `checkpoint(step, batch, sums)` is called every `train.checkpoint_every`
     steps, and after the step during which `stop["signal"]` was set (one process only), which ends the epoch
     early with "stopped": True in the returned record."""
+    cfg, model = t.cfg, t.model
     model.train()
     steps = len(train) // cfg.train.batch_size
     if cfg.model.choice == "gumbel" and cfg.train.tau_final is not None:  # anneal tau geometrically
         frac = epoch / max(1, cfg.train.epochs - 1)
-        raw_model.tau = cfg.model.tau * (cfg.train.tau_final / cfg.model.tau) ** frac
-    batches = train_batches(train.images, train.labels, batch_size=cfg.train.batch_size, seed=cfg.train.seed,
-                            epoch=epoch, crop_padding=cfg.data.crop_padding, flip=cfg.data.flip, rank=rank,
-                            world=world, channels_last=cfg.train.channels_last, device=device,
-                            start_batch=start_batch)
+        t.raw_model.tau = cfg.model.tau * (cfg.train.tau_final / cfg.model.tau) ** frac
+    batches = train_batches(train, batch_size=cfg.train.batch_size, seed=cfg.train.seed, epoch=epoch,
+                            crop_padding=cfg.data.crop_padding, flip=cfg.data.flip, rank=t.rank, world=t.world,
+                            channels_last=cfg.train.channels_last, device=t.device, start_batch=start_batch,
+                            workers=cfg.train.workers, as_float=not takes_uint8(t.raw_model))
     bar = None
-    if progress and rank == 0:
+    if t.progress and t.rank == 0:
         from tqdm import tqdm
 
         bar = tqdm(total=steps, initial=start_batch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", unit="step",
                    leave=False, disable=None)  # disable=None: no bar when stdout is not a terminal (clean logs)
     partial = partial or {}
-    total_loss = partial.get("loss_sum", torch.zeros(())).to(device)
-    correct = partial.get("correct", torch.zeros(())).to(device)
+    total_loss = partial.get("loss_sum", torch.zeros(())).to(t.device)
+    correct = partial.get("correct", torch.zeros(())).to(t.device)
     seen, start = partial.get("seen", 0), time.perf_counter() - partial.get("seconds", 0.0)
+    data_seconds = partial.get("data_seconds", 0.0)
     stopped = False
-    for batch, (x, y) in enumerate(batches, start_batch):
+    batches = iter(batches)
+    batch = start_batch
+    while True:
+        wait = time.perf_counter()
+        try:
+            x, y = next(batches)
+        except StopIteration:
+            break
+        data_seconds += time.perf_counter() - wait
         out = model(x)
-        loss = loss_fn(raw_model, out, y, cfg)
+        loss = loss_fn(t.raw_model, out, y, cfg)
         if not torch.isfinite(loss):
             raise UserError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step}; the last good "
                             "checkpoint is kept. Lower train.lr (or add warm-up) and --resume")
-        optimizer.zero_grad(set_to_none=True)
+        t.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
-        scheduler.step()
+        t.optimizer.step()
+        t.scheduler.step()
         step += 1
         total_loss += loss.detach() * y.shape[0]
         correct += (out.detach().argmax(-1) == y).sum()
@@ -149,60 +135,95 @@ def train_one_epoch(model, raw_model, optimizer, scheduler, train: Split, cfg: R
         if bar is not None:
             bar.update(1)
             if step % 10 == 0:
-                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{scheduler.get_last_lr()[0]:.3g}")
-        if rank == 0 and run_dir is not None and step % cfg.train.log_every == 0:
-            runs.append_metrics(run_dir, {"kind": "train", "epoch": epoch + 1, "step": step,
-                                          "loss": loss.item(), "lr": scheduler.get_last_lr()[0]})
-        if checkpoint is not None and batch + 1 < steps:  # the end of the epoch checkpoints anyway
-            stopped = bool(stop and stop["signal"]) and world == 1
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{t.scheduler.get_last_lr()[0]:.3g}")
+        if t.rank == 0 and t.run_dir is not None and step % cfg.train.log_every == 0:
+            runs.append_metrics(t.run_dir, {"kind": "train", "epoch": epoch + 1, "step": step,
+                                            "loss": loss.item(), "lr": t.scheduler.get_last_lr()[0]})
+        batch += 1
+        if checkpoint is not None and batch < steps:  # the end of the epoch checkpoints anyway
+            stopped = bool(stop and stop["signal"]) and t.world == 1
             every = cfg.train.checkpoint_every
             if stopped or (every and step % every == 0):
-                checkpoint(step, batch + 1, {"loss_sum": total_loss.detach().cpu(), "correct": correct.cpu(),
-                                             "seen": seen, "seconds": time.perf_counter() - start})
+                checkpoint(step, batch, {"loss_sum": total_loss.detach().cpu(), "correct": correct.cpu(),
+                                         "seen": seen, "seconds": time.perf_counter() - start,
+                                         "data_seconds": data_seconds})
             if stopped:
                 break
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - start
     return {**({"stopped": True} if stopped else {}), "step": step, "train_loss": (total_loss / max(seen, 1)).item(),
-            "train_acc": (correct / max(seen, 1)).item(), "train_seconds": seconds,
-            "images_per_s": seen * world / max(seconds, 1e-9)}
+            "train_acc": (correct / max(seen, 1)).item(), "train_seconds": seconds, "data_seconds": data_seconds,
+            "images_per_s": seen * t.world / max(seconds, 1e-9), "skipped_images": getattr(train, "skipped", 0)}
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, *, mode: str | None = None, batch_size: int = 500,
-             device: str = "cpu", channels_last: bool = True, k: int | None = None) -> dict:
-    """Accuracy and loss of `model` on `split`. Two-glance: `mode` "hard" (default) or "soft"."""
+def evaluate(model: nn.Module, split, *, mode: str | None = None, batch_size: int = 500, device: str = "cpu",
+             channels_last: bool = True, k: int | None = None, workers: int = 0) -> dict:
+    """Accuracy and loss of `model` on `split`, by the model's own inference path (two-glance: `mode` "hard",
+    the default, or "soft"; hard top-k with the model's selection and combination rule). Images that do not
+    decode are skipped (counted in `skipped`) and count as neither right nor wrong."""
     model.eval()
-    correct, loss, preds = 0, 0.0, []
-    for x, y in eval_batches(split.images, split.labels, batch_size=batch_size, channels_last=channels_last,
-                             device=device):
+    correct, loss, preds, n = 0, 0.0, [], 0
+    skipped_before = getattr(split, "skipped", 0)
+    for x, y in eval_batches(split, batch_size=batch_size, channels_last=channels_last, device=device,
+                             workers=workers, as_float=not takes_uint8(model)):
         out = model(x) if model.kind == "one" else model(x, mode=mode, k=k)
         loss += F.cross_entropy(out, y, reduction="sum").item()
         pred = out.argmax(-1)
         correct += (pred == y).sum().item()
         preds.append(pred.cpu())
-    n = max(len(split), 1)
-    return {"accuracy": correct / n, "loss": loss / n, "predictions": torch.cat(preds) if preds else None}
+        n += y.shape[0]
+    n = max(n, 1)
+    return {"accuracy": correct / n, "loss": loss / n, "predictions": torch.cat(preds) if preds else None,
+            "images": n, "skipped": getattr(split, "skipped", 0) - skipped_before}
 
 
-def validate(model: nn.Module, test: Split, cfg: RunConfig, device: str) -> dict:
-    kw = dict(batch_size=cfg.train.eval_batch_size, device=device, channels_last=cfg.train.channels_last)
-    hard = evaluate(model, test, mode="hard", **kw)
-    record = {"val_loss": hard["loss"], "val_acc_hard": hard["accuracy"]}
-    if model.kind == "two":
-        record["val_acc_soft"] = evaluate(model, test, mode="soft", **kw)["accuracy"]
+SOFT_MAX_PATCHES = 64  # validation also runs soft (all-patch) inference only for grids up to this size
+
+
+def validate(model: nn.Module, val, cfg: RunConfig, device: str) -> dict:
+    """The per-epoch validation record: hard accuracy and loss on the validation split (never the test split),
+    and soft accuracy for small grids."""
+    kw = dict(batch_size=cfg.train.eval_batch_size, device=device, channels_last=cfg.train.channels_last,
+              workers=cfg.train.workers)
+    hard = evaluate(model, val, mode="hard", **kw)
+    record = {"val_loss": hard["loss"], "val_acc_hard": hard["accuracy"], "val_images": hard["images"]}
+    if model.kind == "two" and model.num_patches <= SOFT_MAX_PATCHES:
+        record["val_acc_soft"] = evaluate(model, val, mode="soft", **kw)["accuracy"]
     return record
 
 
 # ---- the whole run -------------------------------------------------------------------------------------------
-def load_data(cfg: RunConfig) -> tuple[Split, Split]:
-    train = load_split(cfg.data.name, cfg.data.root, "train")
-    test = load_split(cfg.data.name, cfg.data.root, "test")
-    return limit(train, cfg.data.train_limit), limit(test, cfg.data.test_limit)
+def source_options(cfg: RunConfig) -> tuple[str, dict]:
+    """The data set name and loader options a config reads: a class-folder tree of large or mixed-size images
+    is streamed (decoded per batch, resized by the rule of `data/stream.py`) when `data.stream` says so, or,
+    left unset, when it would not fit comfortably in memory."""
+    name = cfg.data.name
+    if name in ("folder", "folder-stream") and cfg.data.root is not None:
+        stream = cfg.data.stream
+        if name == "folder" and stream is None:
+            from ..data.stream import should_stream
+
+            stream = should_stream(cfg.data.root, cfg.model.image_size)
+        if name == "folder-stream" or stream:
+            return "folder-stream", {"size": cfg.model.image_size, "width": getattr(cfg.model, "image_width", None),
+                                     "channels": cfg.model.in_channels}
+    return name, {}
 
 
-def epoch_split(cfg: RunConfig, train: Split, epoch: int) -> Split:
+def load_data(cfg: RunConfig, splits: tuple[str, ...] = ("train", "val")) -> tuple:
+    """The splits a run reads, limits applied: (train, val) by default; "test" only when asked for."""
+    name, options = source_options(cfg)
+    out = []
+    for split in splits:
+        s = load_split(name, cfg.data.root, split, val_fraction=cfg.data.val_fraction, **options)
+        n = {"train": cfg.data.train_limit, "val": cfg.data.val_limit, "test": cfg.data.test_limit}[split]
+        out.append(limit(s, n))
+    return tuple(out)
+
+
+def epoch_split(cfg: RunConfig, train, epoch: int):
     """The training split of `epoch`: `train` itself, or with data.fresh_canvases, as many newly drawn canvases
     (the generator's seed is the epoch: epoch 0 is `train`, every later one is new and reproducible)."""
     if not cfg.data.fresh_canvases or epoch == 0:
@@ -210,24 +231,18 @@ def epoch_split(cfg: RunConfig, train: Split, epoch: int) -> Split:
     return load_split(cfg.data.name, cfg.data.root, "train", n=len(train), seed=epoch)
 
 
-def limit(split: Split, n: int | None) -> Split:
-    """A fixed random subset of n images (files are often sorted by class, so never just the first n)."""
-    if not n or n >= len(split):
-        return split
-    keep = torch.randperm(len(split), generator=torch.Generator().manual_seed(0))[:n].sort().values
-    return split.subset(keep)
-
-
-def check_fit(cfg: RunConfig, train: Split) -> None:
+def check_fit(cfg: RunConfig, train) -> None:
     """The data must fit the model: channels, size, classes. Otherwise one clear line."""
-    _, c, h, w = train.images.shape
+    c, h, w = train.shape
     m = cfg.model
-    if (c, h, w) != (m.in_channels, m.image_size, m.image_size):
+    width = getattr(m, "image_width", None) or m.image_size
+    if (c, h, w) != (m.in_channels, m.image_size, width):
         raise UserError(f"the data has images of {c}x{h}x{w} but the model expects {m.in_channels}x{m.image_size}"
-                        f"x{m.image_size}; set model.in_channels / model.image_size (and the patch grid) to fit")
+                        f"x{width}; set model.in_channels / model.image_size (and the patch grid) to fit, or "
+                        "leave model.in_channels unset to read it from the data")
     if len(train.classes) != m.num_classes:
         raise UserError(f"the data has {len(train.classes)} classes but the model has {m.num_classes}; "
-                        f"--set model.num_classes={len(train.classes)}")
+                        f"--set model.num_classes={len(train.classes)}, or leave it unset to read it from the data")
 
 
 class _StopRequested(Exception):
@@ -241,18 +256,32 @@ def _check_finite(model: nn.Module, step: int) -> None:
                         "Lower train.lr (or add warm-up) and start again, or --resume from that checkpoint")
 
 
+def make_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
+    """SGD (Nesterov) or AdamW; weight decay on weight matrices and kernels only, never on biases or norms."""
+    decay = [p for p in model.parameters() if p.dim() > 1]
+    no_decay = [p for p in model.parameters() if p.dim() <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.train.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.train.lr)
+    if cfg.train.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.train.lr, momentum=cfg.train.momentum, nesterov=cfg.train.momentum > 0)
+    raise UserError(f"unknown train.optimizer {cfg.train.optimizer!r}; use sgd or adamw")
+
+
 def fit(cfg: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False, progress: bool = True,
-        data: tuple[Split, Split] | None = None) -> dict:
-    """Train `cfg` into run folder `out_dir`; returns the last epoch's metrics record."""
+        data: tuple | None = None) -> dict:
+    """Train `cfg` into run folder `out_dir`, validating every epoch on the validation split (held out from the
+    training images; the test split is never read here). Returns the last epoch's metrics record."""
     out_dir = Path(out_dir)
     device = resolve_device(cfg.train.device)
     rank, world, device = setup_distributed(device)
     if cfg.train.batch_size % world:
         raise UserError(f"train.batch_size={cfg.train.batch_size} must be divisible by the {world} processes")
-    train, test = data or load_data(cfg)
+    train, val = data or load_data(cfg)
+    derive(cfg, train.shape, train.classes)
     check_fit(cfg, train)
     if cfg.data.fresh_canvases:
-        from .data.registry import is_generated_canvases
+        from ..data.registry import is_generated_canvases
 
         if not is_generated_canvases(cfg.data.name):
             raise UserError(f"data.fresh_canvases needs a generated data set (mnist-translated-60, "
@@ -267,15 +296,13 @@ def fit(cfg: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False, pro
 
     torch.manual_seed(cfg.train.seed)
     raw_model = build_model(cfg.model)
-    raw_model.normalize.set_stats(*channel_stats(train.images))
+    raw_model.normalize.set_stats(*channel_stats(train))
     raw_model.to(device)
     if cfg.train.channels_last:
         raw_model.to(memory_format=torch.channels_last)
-    decay = [p for p in raw_model.parameters() if p.dim() > 1]
-    no_decay = [p for p in raw_model.parameters() if p.dim() <= 1]
-    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": cfg.train.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}],
-                                lr=cfg.train.lr, momentum=cfg.train.momentum, nesterov=cfg.train.momentum > 0)
+    if cfg.train.init_from and not (resume and (out_dir / runs.CHECKPOINT).exists()):
+        init_weights(raw_model, cfg.train.init_from)
+    optimizer = make_optimizer(raw_model, cfg)
     steps_per_epoch = len(train) // cfg.train.batch_size
     if steps_per_epoch == 0:
         raise UserError(f"only {len(train)} training images for a batch of {cfg.train.batch_size}; "
@@ -307,6 +334,7 @@ def fit(cfg: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False, pro
     model = raw_model
     if world > 1:
         model = nn.parallel.DistributedDataParallel(raw_model, device_ids=[device] if "cuda" in device else None)
+    t = Trainer(model, raw_model, optimizer, scheduler, cfg, rank, world, device, out_dir, progress)
     writer = _tensorboard(out_dir) if cfg.train.tensorboard and rank == 0 else None
 
     def save(epoch_done: int, at_step: int, batch_in_epoch: int = 0, sums: dict | None = None) -> None:
@@ -324,11 +352,9 @@ def fit(cfg: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False, pro
     try:
         for epoch in range(start_epoch, cfg.train.epochs):
             first = epoch == start_epoch
-            record = train_one_epoch(model, raw_model, optimizer, scheduler, epoch_split(cfg, train, epoch), cfg,
-                                     epoch, step, rank, world,
-                                     device, out_dir, progress, start_batch=start_batch if first else 0,
-                                     partial=partial if first else None, stop=stop,
-                                     checkpoint=(lambda s, b, sums, e=epoch: save(e - 1, s, b, sums))
+            record = train_one_epoch(t, epoch_split(cfg, train, epoch), epoch, step,
+                                     start_batch=start_batch if first else 0, partial=partial if first else None,
+                                     stop=stop, checkpoint=(lambda s, b, sums, e=epoch: save(e - 1, s, b, sums))
                                      if rank == 0 else None)
             step = record["step"]
             if record.pop("stopped", False):
@@ -336,7 +362,7 @@ def fit(cfg: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False, pro
             if rank == 0:
                 _check_finite(raw_model, step)
                 record = {"kind": "epoch", "epoch": epoch + 1, "lr": scheduler.get_last_lr()[0], **record,
-                          **validate(raw_model, test, cfg, device)}
+                          **validate(raw_model, val, cfg, device)}
                 # the record first: a crash between the two leaves a record that --resume drops and redoes,
                 # never a checkpoint whose epoch has no record
                 runs.append_metrics(out_dir, record)
@@ -369,6 +395,23 @@ def fit(cfg: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False, pro
 
             dist.destroy_process_group()
     return last
+
+
+def init_weights(model: nn.Module, run_dir: str | os.PathLike) -> None:
+    """Start from the weights of run `run_dir` (train.init_from; a curriculum: both glances of a convolutional
+    two-glance model fit any image size). The optimiser starts afresh. A run whose weights do not fit is
+    refused with one line."""
+    state = runs.load_checkpoint(run_dir)
+    if not isinstance(state.get("model"), dict):
+        raise UserError(f"{run_dir} is not a run folder of `multiglance train`; train.init_from needs one")
+    own = model.state_dict()
+    weights = {k: v for k, v in state["model"].items() if not k.startswith("normalize.")}  # this data's stats
+    try:
+        model.load_state_dict(own | weights)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[-1].strip()
+        raise UserError(f"the weights in {run_dir} do not fit this model ({first}); use a run with the same "
+                        "channels, patch size and scorer") from None
 
 
 def _install_stop_handlers(stop: dict):

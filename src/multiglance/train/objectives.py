@@ -1,0 +1,78 @@
+"""What training minimises, one function per choice of model.choice, and the learning-rate schedule.
+
+    soft / gumbel      cross-entropy of the combined answer (models/glances.py `combine`)
+    reinforce          + REINFORCE on the sampled patch's log-weight, reward = -loss, baseline = batch mean
+    oracle             glance 2 on every patch, glance 1 trained to name glance 2's best patch (`oracle_loss`)
+    topk               cross-entropy of the k selected (+ explored) patches' answers combined with glance 1's
+                       weights renormalised over them, + `train.uniform_weight` x the same with equal weights
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import RunConfig
+from ..errors import UserError
+from ..models.glances import combine
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    if schedule == "step":
+        return 0.1 ** ((progress >= 0.5) + (progress >= 0.75))
+    if schedule == "constant":
+        return 1.0
+    raise UserError(f"unknown train.schedule {schedule!r}; use cosine, step or constant")
+
+
+def entropy(w: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of each row of weights (B, P) -> (B,)."""
+    return -(w * w.clamp_min(1e-12).log()).sum(-1)
+
+
+def oracle_loss(z: torch.Tensor, scores: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0,
+                best: float = 0.0):
+    """choice="oracle": glance 2 is trained on every patch (mean cross-entropy over patches of z (B, P, K)),
+    and glance 1's scores (B, P) are trained, as a P-way classification, to name the patch on which glance 2's
+    loss is lowest. This trains the test-time hard choice itself: argmax w should be glance 2's best patch.
+    `best` > 0 moves that share of glance 2's loss onto its best patch (the one it will be shown at test time,
+    as in multiple-instance learning), away from patches that do not hold the object."""
+    b, p, k = z.shape
+    per_patch = F.cross_entropy(z.reshape(b * p, k), y.repeat_interleave(p), reduction="none",
+                                label_smoothing=label_smoothing).view(b, p)  # (B, P)
+    glance2 = (1 - best) * per_patch.mean() + best * per_patch.min(-1).values.mean()
+    return glance2 + F.cross_entropy(scores, per_patch.detach().argmin(-1))
+
+
+def uniform_loss(z: torch.Tensor, y: torch.Tensor, mode: str, label_smoothing: float = 0.0) -> torch.Tensor:
+    """choice="topk": the selected patches' answers z (B, n, K) combined with equal weights. It keeps glance 2
+    learning wherever glance 1 looks: without it glance 1 learned to put all weight on empty patches, whose
+    uniform answer is "safe", and the loss sat at ln K (megapixel MNIST)."""
+    u = torch.full(z.shape[:2], 1.0 / z.shape[1], device=z.device, dtype=z.dtype)  # (B, n)
+    return F.cross_entropy(combine(u, z, mode), y, label_smoothing=label_smoothing)
+
+
+def loss_fn(model: nn.Module, out: torch.Tensor, y: torch.Tensor, cfg: RunConfig) -> torch.Tensor:
+    """The training loss of a forward `out` (B, K) of `model` (the raw module, not its DDP wrapper)."""
+    if getattr(model, "last_patch_logits", None) is not None:
+        loss = oracle_loss(model.last_patch_logits, model.last_scores, y, cfg.train.label_smoothing,
+                           cfg.train.oracle_best)
+    else:
+        loss = F.cross_entropy(out, y, label_smoothing=cfg.train.label_smoothing)
+    selected = getattr(model, "last_selected_logits", None)  # choice="topk": (B, n, K)
+    if selected is not None and cfg.train.uniform_weight:
+        loss = loss + cfg.train.uniform_weight * uniform_loss(selected, y, model.combine, cfg.train.label_smoothing)
+    if cfg.train.entropy_weight and getattr(model, "last_weights", None) is not None:
+        loss = loss + cfg.train.entropy_weight * entropy(model.last_weights).mean()
+    log_prob = getattr(model, "last_log_prob", None)  # choice="reinforce": the sampled patch's log w, (B,)
+    if log_prob is not None:  # REINFORCE, reward = -(the image's loss), baseline = the batch mean reward
+        reward = -F.cross_entropy(out.detach(), y, reduction="none")  # (B,)
+        loss = loss - ((reward - reward.mean()) * log_prob).mean()
+    return loss
