@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export MALLOC_MMAP_THRESHOLD_ ?= 33554432
 export MALLOC_TRIM_THRESHOLD_ ?= 4294967296
 
-.PHONY: install demo test clean reproduce reproduce-quick megapixel
+.PHONY: install demo test clean reproduce reproduce-quick megapixel large
 
 install: $(VENV)/.installed
 
@@ -37,14 +37,19 @@ reproduce: install
 reproduce-quick: install
 	$(PY) -m multiglance bench paper --quick --runs-dir runs/paper-quick/runs --docs runs/paper-quick
 
-# make megapixel: the megapixel section of docs/RESULTS.md (about 1 h on one core). The 1500x1500 run starts
-# from a 500x500 run with its own filters (a curriculum), trained first into runs/megapixel/curriculum.
+# make megapixel: the megapixel section of docs/RESULTS.md, one job at a time. The 1500x1500 run starts from a
+# 500x500 run with its filters (a curriculum), trained first into runs/megapixel/curriculum (its JSON stays there).
 MEGA = $(PY) -m multiglance bench megapixel
 megapixel: install
-	$(MEGA) --easy --epochs 10 --runs-dir runs/megapixel/curriculum --docs runs/megapixel/curriculum
-	$(MEGA) --easy --epochs 10 --set channels=16,32,64 --low-res-epochs 3 --runs-dir runs/megapixel
-	$(MEGA) --epochs 8 --set init_from=runs/megapixel/curriculum/megapixel-mnist-easy --set explore=8 \
-		--low-res-epochs 8 --runs-dir runs/megapixel
+	$(MEGA) --easy --set model.channels=8,16,32 --low-res-epochs 0 --runs-dir runs/megapixel/curriculum \
+		--docs runs/megapixel/curriculum
+	$(MEGA) --easy --runs-dir runs/megapixel
+	$(MEGA) --set train.init_from=runs/megapixel/curriculum/megapixel-mnist-easy --runs-dir runs/megapixel
+
+# make large: the "your own large images" section of docs/RESULTS.md: training memory on folders of 200 and
+# 2,000 generated 1024x1024 JPEGs, inference speed against the full-resolution CNN, the photo-scenes benchmark.
+large: install
+	$(PY) -m multiglance bench large --threads 2
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

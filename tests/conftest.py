@@ -14,8 +14,8 @@ def tiny_config(preset: str = "digits-two", **overrides):
     from multiglance.models import get_preset
 
     cfg = get_preset(preset)
-    settings = {"data.train_limit": 512, "data.test_limit": 128, "train.epochs": 1, "train.batch_size": 64,
-                "train.log_every": 2} | overrides
+    settings = {"data.train_limit": 512, "data.test_limit": 128, "data.val_limit": 128, "train.epochs": 1,
+                "train.batch_size": 64, "train.log_every": 2} | overrides
     return apply_overrides(cfg, [f"{k}={v}" for k, v in settings.items()])
 
 

@@ -64,7 +64,7 @@ def test_analyze_run_writes_every_figure_and_the_summary(tiny_run, tmp_path) -> 
         assert w > 100 and h > 100
     on_disk = json.loads((tmp_path / "analysis.json").read_text())
     assert on_disk == json.loads(json.dumps(summary))
-    assert summary["images"] == 60 and summary["grid"] == 3
+    assert summary["images"] == 60 and summary["grid"] == [3, 3] and summary["skipped_images"] == 0
     weights = summary["weights"]
     assert sum(map(sum, weights["mean"])) == pytest.approx(1.0, abs=1e-4)
     assert sum(map(sum, weights["top_share"])) == pytest.approx(1.0)
@@ -151,3 +151,63 @@ def test_publish_stores_data_and_regenerates_the_section(tiny_run, tmp_path, cap
     assert "STALE-TEXT" not in page and page.rstrip().endswith("kept")
     assert f"{summary['localisation']['coverage']['random']:.1%}" in page
     assert "](analysis-tiny-grid.png)" in page
+
+
+def test_grid_cells_whole_grid_or_most_used_positions() -> None:
+    top = torch.tensor([3, 3, 1])
+    assert figures.grid_cells(top, (2, 3)).tolist() == [[0, 1, 2], [3, 4, 5]]
+    top = torch.tensor([200, 7, 200, 7, 200, 9, 100])  # a 15x15 grid: 225 positions, too many cells
+    assert figures.grid_cells(top, 15).tolist() == [[200], [7], [9], [100]]  # by count, ties by position
+    assert figures.grid_cells(torch.arange(225).repeat(2), 15).shape == (figures.TOP_ROWS, 1)
+    cells = figures.grid_cells(top, 15)
+    assert figures.pick_images(top, cells, k=2).tolist() == [0, 1, 2, 3, 5, 6]
+
+
+def test_mosaic_non_square_grid_and_downscaled_tiles() -> None:
+    from multiglance.models.glances import TwoGlance
+
+    model = TwoGlance(in_channels=1, num_classes=2, image_size=20, image_width=30, channels=(4,), pool_stride=2,
+                      patch_size=10, patch_stride=10, thumb_size=10)
+    assert model.grid == (2, 3)
+    images = torch.full((3, 1, 20, 30), 50, dtype=torch.uint8)
+    m = figures.mosaic(images, torch.tensor([5, 0, 5]), model.patch_boxes(), model.grid, k=2, pad=2, gap=8)
+    cell_w = 2 * 32 - 2
+    assert m.shape == (2 * 28 - 8, 3 * (cell_w + 8) - 8, 3)
+    oy, ox = 28, 2 * (cell_w + 8)  # cell (1, 2) = patch 5, whose box is x 20..30, y 10..20
+    assert (m[oy + 10, ox + 20] == figures.OUTLINE).all() and (m[oy + 1, ox + 1] == 50).all()
+    assert (m[oy + 10, ox + 32 + 20] == figures.OUTLINE).all()  # the second image of the cell
+    # a large image: tiles downscaled to MAX_TILE, the boxes with them
+    big = torch.full((1, 3, 256, 256), 90, dtype=torch.uint8)
+    boxes = torch.tensor([[64, 128, 96, 160]])
+    m = figures.mosaic(big, torch.tensor([0]), boxes, (1, 1), k=1)
+    assert m.shape == (128, 128, 3)
+    assert (m[64, 32] == figures.OUTLINE).all() and (m[79, 47] == figures.OUTLINE).all() and (m[70, 40] == 90).all()
+
+
+def test_large_grid_figures_decode_only_the_images_shown(tmp_path) -> None:
+    boxes = create_model("digits-two").patch_boxes()
+    heat = figures.weight_map(torch.full((9,), 1 / 9), boxes, (48, 60))  # a (H, W) map
+    assert heat.shape == (48, 60) and heat[0, 59] == 0.0
+    from multiglance.models.glances import TwoGlance
+
+    model = TwoGlance(in_channels=3, num_classes=2, image_size=64, image_width=96, channels=(4,), pool_stride=2,
+                      patch_size=8, patch_stride=4, thumb_size=16)  # a 15 x 23 grid
+    p = model.num_patches
+    top = torch.randint(0, p, (300,), generator=torch.Generator().manual_seed(0))
+    asked = []
+
+    def images(positions: torch.Tensor) -> torch.Tensor:
+        asked.append(positions)
+        return torch.randint(0, 255, (positions.shape[0], 3, 64, 96), dtype=torch.uint8)
+
+    figures.top_patch_grid(images, top, model.patch_boxes(), model.grid, tmp_path / "grid.png", k=3)
+    [positions] = asked
+    assert positions.shape[0] <= figures.TOP_ROWS * 3 and torch.equal(positions, positions.sort().values)
+    w, h = png_size((tmp_path / "grid.png").read_bytes())
+    assert w > 100 and h > 100
+    weights = torch.softmax(torch.randn(p), -1)
+    figures.stats_figure(weights, weights, weights, model.grid, tmp_path / "stats.png")
+    figures.ranks_figure(images(torch.zeros(1, dtype=torch.long))[0], weights, model.patch_boxes(), tmp_path / "r.png")
+    figures.heatmap_figure(images(torch.zeros(1, dtype=torch.long))[0], weights, model.patch_boxes(),
+                           tmp_path / "h.png", normalized=weights - weights.mean())
+    assert all(png_size((tmp_path / n).read_bytes())[0] > 100 for n in ("stats.png", "r.png", "h.png"))

@@ -111,3 +111,45 @@ def test_collect_uses_the_models_stages(tiny_run) -> None:
     torch.testing.assert_close(looks.weights.sum(-1), torch.ones(40))
     assert torch.equal(looks.top, index[:, 0]) and torch.equal(looks.top, w.argmax(-1))
     assert torch.equal(looks.predictions, logits.argmax(-1))
+
+
+def test_non_square_grids_summary_and_centre() -> None:
+    from multiglance.models.glances import TwoGlance
+
+    model = TwoGlance(in_channels=3, num_classes=2, image_size=32, image_width=48, channels=(8,), pool_stride=2,
+                      patch_size=16, patch_stride=8, thumb_size=16)
+    assert model.grid == (3, 5)
+    boxes = model.patch_boxes()
+    # patch centres x 8, 16, 24, 32, 40 and y 8, 16, 24: the image centre (24, 16) is patch (1, 2)
+    assert centre_patches(boxes, (32, 48)).tolist() == [7]
+    w = torch.softmax(torch.randn(6, 15), -1)
+    summary = weight_stats(w).summary((3, 5))
+    assert [len(r) for r in summary["mean"]] == [5, 5, 5] and summary["positions"] == 15
+    objects = torch.tensor([[16, 8, 32, 24]])  # exactly patch 7
+    loc = localisation({"model": torch.tensor([7])}, boxes, objects, (32, 48))
+    assert loc["coverage"]["model"] == 1.0 and loc["coverage"]["centre"] == 1.0
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_collect_reads_a_streamed_split_and_leaves_out_corrupt_files(tmp_path, workers) -> None:
+    from multiglance.data.stream import StreamSplit
+    from multiglance.data.synthetic_folders import make_shape_folder
+    from multiglance.models.glances import TwoGlance
+
+    root = make_shape_folder(tmp_path / "f", n_per_class=4, size=64, seed=1, corrupt=2)
+    split = StreamSplit(root=root, split="train", size=32, width=48, channels=3)  # 10 files, 2 corrupt
+    torch.manual_seed(0)
+    model = TwoGlance(in_channels=3, num_classes=2, image_size=32, image_width=48, channels=(8,), pool_stride=2,
+                      patch_size=16, patch_stride=8, thumb_size=16, top_k=2, selection="nms").eval()
+    with pytest.warns(UserWarning, match="skipping"):
+        looks = collect(model, split, batch_size=3, workers=workers)
+    good = [i for i, f in enumerate(split.files) if "corrupt" not in f]
+    assert len(looks) == 8 and looks.index.tolist() == good and torch.equal(looks.labels, split.labels[good])
+    x, keep = split.take(looks.index)  # (8, 3, 32, 48) uint8
+    assert keep.all() and x.dtype == torch.uint8
+    with torch.no_grad():
+        w = model.patch_weights(x)
+        logits, index = model.infer(x, "hard")  # the model's own top_k = 2
+    torch.testing.assert_close(looks.weights, w)
+    assert torch.equal(looks.chosen, index) and torch.equal(looks.top, index[:, 0])
+    assert torch.equal(looks.predictions, logits.argmax(-1)) and looks.weights.shape == (8, 15)

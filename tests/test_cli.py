@@ -99,3 +99,66 @@ def test_console_script_subprocess_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "multiglance", "eval", str(tmp_path / "missing")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--set", "model.patch_size=0"], "model.patch_size=0 must be an integer in [1, 65536]"),
+    (["--set", "model.patch_stride=0"], "model.patch_stride=0 must be"),
+    (["--set", "model.thumb_size=0"], "model.thumb_size=0 must be"),
+    (["--set", "train.batch_size=0"], "train.batch_size=0 must be an integer >= 1"),
+    (["--set", "train.lr=-1"], "train.lr=-1.0 must be > 0"),
+    (["--set", "data.train_limit=-5"], "data.train_limit=-5 must be an integer >= 1 or none"),
+    (["--set", "train.warmup_epochs=-1"], "train.warmup_epochs=-1.0 must be >= 0"),
+    (["--epochs", "0"], "train.epochs=0 must be an integer >= 1"),
+    (["--epochs", "-1"], "train.epochs=-1 must be an integer >= 1"),
+    (["--set", "model.patch_size=10"], "nearest valid: model.patch_size 12"),
+])
+def test_out_of_range_values_are_one_line_before_anything_is_written(args, expected, capsys, tmp_path,
+                                                                      monkeypatch):
+    import multiglance.train
+
+    monkeypatch.setattr(multiglance.train, "fit", lambda *a, **k: pytest.fail("fit must not be reached"))
+    out = tmp_path / "r"
+    assert expected in error_of(["train", "--preset", "digits-two", "--out", str(out), *args], capsys)
+    assert not out.exists()
+
+
+def oom_of(error: BaseException, capsys, tmp_path, monkeypatch) -> str:
+    import multiglance.train
+
+    def fit(*args, **kwargs):
+        raise error
+    monkeypatch.setattr(multiglance.train, "fit", fit)
+    return error_of(["train", "--preset", "digits-two", "--out", str(tmp_path / "r")], capsys)
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("[enforce fail at alloc_cpu.cpp:114] data. DefaultCPUAllocator: not enough memory: you tried "
+                 "to allocate 68719476736 bytes."),
+    RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1234 bytes. Error code 12"),
+    MemoryError(),
+])
+def test_cpu_out_of_memory_is_one_line_naming_the_knobs(error, capsys, tmp_path, monkeypatch):
+    err = oom_of(error, capsys, tmp_path, monkeypatch)
+    assert err.startswith("multiglance: error: out of memory (")
+    for knob in ("train.batch_size", "train.eval_batch_size", "model.top_k", "model.patch_stride", "workers"):
+        assert knob in err
+
+
+def test_cuda_out_of_memory_is_one_line(capsys, tmp_path, monkeypatch):
+    import torch
+
+    error = torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 79.15 GiB total "
+                                        "capacity)\nIf reserved but unallocated memory is large try ...")
+    err = oom_of(error, capsys, tmp_path, monkeypatch)
+    assert "out of memory (CUDA out of memory. Tried to allocate 20.00 GiB" in err and "train.batch_size" in err
+
+
+def test_other_runtime_errors_are_not_swallowed(tmp_path, monkeypatch):
+    import multiglance.train
+
+    def fit(*args, **kwargs):
+        raise RuntimeError("a bug, not the user's fault")
+    monkeypatch.setattr(multiglance.train, "fit", fit)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["train", "--preset", "digits-two", "--out", str(tmp_path / "r")])

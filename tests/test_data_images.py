@@ -168,3 +168,90 @@ def test_damaged_images_raise_only_data_error(which: int, edits: list[tuple[int,
     except DataError:
         return
     assert out.dtype == np.uint8 and out.ndim == 3 and out.shape[2] == 1
+
+
+def test_the_pixel_limit_can_be_raised_and_says_how(monkeypatch) -> None:
+    from multiglance.data import images
+
+    monkeypatch.delenv(images.ENV_MAX_PIXELS, raising=False)
+    big = png_header_only(9000, 9000)  # 81 M pixels: over MAX_PIXELS (67 M)
+    with pytest.raises(DataError, match=r"over the limit of 67108864; .* raise the limit \(data.max_pixels, or "
+                                        r"MULTIGLANCE_MAX_PIXELS=81000000\)") as err:
+        decode_image(big, "big.png")
+    assert "\n" not in str(err.value)
+    monkeypatch.setenv(images.ENV_MAX_PIXELS, "81000000")
+    with pytest.raises(DataError, match="cannot decode|truncated"):  # past the guard: the header has no pixels
+        decode_image(big, "big.png")
+    monkeypatch.setenv(images.ENV_MAX_PIXELS, "20")
+    with pytest.raises(DataError, match="over the limit of 20"):
+        decode_image(encode(Image.fromarray(RGB)), "x")
+    monkeypatch.setenv(images.ENV_MAX_PIXELS, "lots")
+    with pytest.raises(DataError, match="MULTIGLANCE_MAX_PIXELS='lots' must be a whole number"):
+        decode_image(encode(Image.fromarray(RGB)), "x")
+
+
+def test_set_max_pixels_sets_the_limit_for_this_and_child_processes(monkeypatch) -> None:
+    import os
+
+    from multiglance.data import images
+
+    monkeypatch.delenv(images.ENV_MAX_PIXELS, raising=False)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)
+    images.set_max_pixels(35)
+    assert images.pixel_limit() == 35 and os.environ[images.ENV_MAX_PIXELS] == "35"
+    assert decode_image(encode(Image.fromarray(RGB)), "x").shape == (5, 7, 3)  # 35 pixels: at the limit
+    images.set_max_pixels(34)
+    with pytest.raises(DataError, match="over the limit of 34"):
+        decode_image(encode(Image.fromarray(RGB)), "x")
+    images.set_max_pixels(1 << 30)  # above Pillow's own guard, which is raised to match
+    assert Image.MAX_IMAGE_PIXELS >= 1 << 30
+    images.set_max_pixels(None)
+    assert images.pixel_limit() == images.MAX_PIXELS
+    with pytest.raises(DataError, match="whole number >= 1"):
+        images.set_max_pixels(0)
+
+
+def test_set_max_pixels_none_keeps_the_users_own_limit(monkeypatch) -> None:
+    from multiglance.data import images
+
+    monkeypatch.setenv(images.ENV_MAX_PIXELS, "5000")
+    images.set_max_pixels(None)  # a run with data.max_pixels unset: the user's environment stands
+    assert images.pixel_limit() == 5000
+    images.set_max_pixels(40)
+    assert images.pixel_limit() == 40
+    images.set_max_pixels(None)  # undone: back to the user's value, not to MAX_PIXELS
+    assert images.pixel_limit() == 5000
+
+
+def test_the_folder_loaders_skip_an_image_over_the_limit_and_data_max_pixels_raises_it(tmp_path: Path,
+                                                                                     monkeypatch) -> None:
+    import warnings
+
+    from multiglance.data import images
+    from multiglance.data.sources import load_folder
+    from multiglance.data.stream import open_stream
+
+    monkeypatch.delenv(images.ENV_MAX_PIXELS, raising=False)
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (tmp_path / split / c).mkdir(parents=True)
+            Image.fromarray(RGB).save(tmp_path / split / c / "small.png")  # 7x5 = 35 pixels
+    Image.fromarray(np.zeros((6, 7, 3), np.uint8)).save(tmp_path / "train" / "a" / "big.png")  # 42 pixels
+    images.set_max_pixels(40)
+    try:
+        for load in (lambda: load_folder(tmp_path, "train", cache=False),
+                     lambda: open_stream(tmp_path, "train", size=5, width=7).take(np.arange(3))[0]):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                out = load()
+            assert len(out) == 2
+            assert [str(w.message) for w in caught] == [
+                f"skipping {tmp_path}/train/a/big.png: 7x6 pixels, over the limit of 40; refusing a possible "
+                "decompression bomb: resize the image, or raise the limit (data.max_pixels, or "
+                "MULTIGLANCE_MAX_PIXELS=42) if the file is genuine"]
+        images.set_max_pixels(42)  # raised, as the message says: the image is read
+        with pytest.raises(DataError, match="all images must have one size"):  # 7x6 among 7x5: decoded
+            load_folder(tmp_path, "train", cache=False)
+        assert open_stream(tmp_path, "train", size=5, width=7).take(np.arange(3))[1].all()
+    finally:
+        images.set_max_pixels(None)

@@ -20,10 +20,13 @@ def test_per_class_accuracy():
 
 
 def test_evaluate_run_matches_training_validation(tiny_run):
+    """`eval --split val` recomputes the last epoch's validation numbers exactly; the test split is another one."""
     from multiglance import runs
 
-    result = evaluate_run(tiny_run, timing=False)
+    val = evaluate_run(tiny_run, timing=False, split="val")
     last = [r for r in runs.read_metrics(tiny_run) if r["kind"] == "epoch"][-1]
-    assert result["accuracy_hard"] == last["val_acc_hard"] and result["accuracy_soft"] == last["val_acc_soft"]
-    assert result["test_images"] == 128 and sum(p.numel() for p in create_model("digits-two").parameters()) == \
-        result["params"]
+    assert val["accuracy_hard"] == last["val_acc_hard"] and val["accuracy_soft"] == last["val_acc_soft"]
+    assert val["test_images"] == last["val_images"] == 128
+    test = evaluate_run(tiny_run, timing=False)
+    assert test["split"] == "test" and test["test_images"] == 128
+    assert sum(p.numel() for p in create_model("digits-two").parameters()) == test["params"]

@@ -1,13 +1,18 @@
-"""Models: patch grid, the stages of TwoGlance, combination modes, hard inference cost, registry shapes."""
+"""Models: patch grid, the stages of TwoGlance (shapes as its docstring says, non-square inputs, uint8 = float,
+a plain reference), combination modes, hard inference cost, the option matrix, registry shapes, checkpoints."""
 from __future__ import annotations
+
+import re
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from multiglance.config import ModelConfig
 from multiglance.errors import ConfigError
-from multiglance.models import COMBINE_MODES, TwoGlance, combine, create_model, get_preset, list_models
+from multiglance.models import COMBINE_MODES, TwoGlance, build_model, combine, create_model, get_preset, list_models
+from multiglance.models import glances
 
 torch.manual_seed(0)
 
@@ -108,7 +113,7 @@ def test_topk_with_all_patches_equals_soft_when_weights_uniform():
 @pytest.mark.parametrize("name", list_models())
 def test_every_preset_builds_and_gives_class_logits(name):
     model = create_model(name).eval()
-    c = get_preset(name).model.in_channels
+    c = get_preset(name).model.in_channels or 3  # None: from the data; built without data, 3
     x = torch.rand(2, c, model.image_size, model.image_size)
     with torch.no_grad():
         out = model(x)
@@ -136,3 +141,201 @@ def test_create_model_overrides_and_errors():
         create_model("paper-cifar10-two", colour="red")
     with pytest.raises(ConfigError, match="combine"):
         create_model("paper-cifar10-two", combine="average")
+
+
+# ---- non-square inputs, uint8 inputs, the docstring's shapes, a plain reference ----------------------------
+def wide(**kw) -> TwoGlance:
+    """A 20 x 36 input, 8 x 8 patches with stride 4: a 4 x 8 grid, a 10 x 18 thumbnail."""
+    torch.manual_seed(0)
+    m = small_two(**(dict(image_size=20, image_width=36, patch_size=8, patch_stride=4, thumb_size=10) | kw))
+    m.normalize.set_stats(torch.tensor([0.4, 0.5, 0.6]), torch.tensor([0.2, 0.3, 0.25]))
+    return m
+
+
+def test_non_square_grid_thumbnail_and_boxes():
+    m = wide()
+    assert m.grid == (4, 8) and m.num_patches == 32 and m.thumb_shape == (10, 18)
+    assert small_two().thumb_shape == (12, 12) and small_two().grid == (3, 3)  # square as before
+    x = torch.rand(2, 3, 20, 36)
+    ps, boxes = m.patches(x), m.patch_boxes()
+    assert boxes[:, 2].max() == 36 and boxes[:, 3].max() == 20  # the grid reaches both far edges
+    for i in range(m.num_patches):
+        x0, y0, x1, y1 = boxes[i].tolist()
+        assert torch.equal(ps[:, i], x[:, :, y0:y1, x0:x1])
+    index = torch.tensor([[0, 31, 9], [7, 8, 24]])
+    assert torch.equal(m.select_patches(x, index), ps[torch.arange(2)[:, None], index])
+
+
+def test_stage_shapes_are_those_of_the_module_docstring():
+    """Every stage line of the docstring (`name(args)  in -> out  comment`) is run on a 20 x 36 input."""
+    m = wide(fuse=True).eval()
+    b, k = 2, 3
+    x = torch.rand(b, 3, 20, 36)
+    s = m.patch_scores(x)
+    idx = m.top_patches(s, k)
+    ps = m.select_patches(x, idx)
+    run = {"thumbnail": lambda: m.thumbnail(x), "glance1_features": lambda: m.glance1_features(x),
+           "patch_scores": lambda: s, "patch_weights": lambda: m.patch_weights(x), "top_patches": lambda: idx,
+           "patches": lambda: m.patches(x), "select_patches": lambda: ps,
+           "normalize_patches": lambda: m.normalize_patches(ps),
+           "classify_patches": lambda: m.classify_patches(m.normalize_patches(ps), m.glance1_features(x)),
+           "infer": lambda: m.infer(x, "hard", k), "classify": lambda: m.classify(x, k),
+           "patch_boxes": lambda: m.patch_boxes()}
+    sym = dict(B=b, C=3, H=20, W=36, th=10, tw=18, gh=4, gw=8, P=32, p=8, k=k, n=k, K=5,
+               F1=m.glance1.out_features, F2=m.glance2.out_features)
+    lines = re.findall(r"^    (\w+)\(.*?\)\s+(.*?) -> (.*?)(?:\s{2,}.*)?$", glances.__doc__, re.M)
+    assert {name for name, _, _ in lines} == set(run)
+    for name, _, out in lines:
+        want = [tuple(eval(d, {}, sym) for d in shape.split(",") if d.strip())  # "(B,)" is one dimension
+                for shape in re.findall(r"\(([^()]*)\)", out)]
+        with torch.no_grad():
+            got = run[name]()
+        got = [tuple(t.shape) for t in (got if isinstance(got, tuple) else (got,))]
+        assert got == want, name
+
+
+@pytest.mark.parametrize("scorer", ["dense", "conv"])
+@pytest.mark.parametrize("selection", ["topk", "nms"])
+@pytest.mark.parametrize("topk_combine", ["weights", "equal"])
+def test_uint8_input_gives_the_float_results_exactly(scorer, selection, topk_combine):
+    m = wide(scorer=scorer, selection=selection, topk_combine=topk_combine, choice="topk", top_k=3, explore=2,
+             explore_by="ink", combine="mixture").eval()
+    x8 = torch.randint(0, 256, (3, 3, 20, 36), dtype=torch.uint8)
+    xf = x8.float() / 255
+    with torch.no_grad():
+        assert torch.equal(m.thumbnail(x8), m.thumbnail(xf))
+        for mode, k in (("hard", 1), ("hard", 3), ("soft", None)):
+            (a, ia), (b, ib) = m.infer(x8, mode, k), m.infer(xf, mode, k)
+            assert torch.equal(ia, ib) and torch.equal(a, b), (mode, k)
+    m.train()
+    outs = []
+    for x in (x8, xf):
+        m.generator = torch.Generator().manual_seed(1)
+        outs.append((m(x), m.last_selected_index))
+    assert torch.equal(outs[0][1], outs[1][1]) and torch.equal(outs[0][0], outs[1][0])
+
+
+def reference_infer(m: TwoGlance, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hard top-k inference written out plainly (today's order: normalise the whole image, then resize and crop)."""
+    xn = (x - m.normalize.mean[:, None, None]) / m.normalize.std[:, None, None]
+    thumb = F.interpolate(xn, size=m.thumb_shape, mode="bilinear", antialias=True, align_corners=False)
+    scores = m.where(m.glance1(thumb))  # (B, P)
+    top = scores.topk(k, dim=-1)
+    boxes = m.patch_boxes()
+    crops = torch.stack([torch.stack([xn[b, :, y0:y1, x0:x1] for x0, y0, x1, y1 in boxes[top.indices[b]].tolist()])
+                         for b in range(x.shape[0])])  # (B, k, C, p, p)
+    z = m.what(m.glance2(crops.flatten(0, 1))).view(x.shape[0], k, -1)  # (B, k, K)
+    return (z[:, 0] if k == 1 else combine(top.values.softmax(-1), z, m.combine)), top.indices
+
+
+@pytest.mark.parametrize("square", [True, False])
+@pytest.mark.parametrize("mode", COMBINE_MODES)
+def test_float_inference_equals_a_plain_reference(square, mode):
+    m = (small_two(combine=mode, patch_stride=4) if square else wide(combine=mode)).eval()
+    m.normalize.set_stats(torch.tensor([0.4, 0.5, 0.6]), torch.tensor([0.2, 0.3, 0.25]))
+    x = torch.rand(4, 3, m.image_size, m.image_width)
+    with torch.no_grad():
+        for k in (1, 3):
+            out, idx = m.infer(x, "hard", k)
+            ref, ref_idx = reference_infer(m, x, k)
+            assert torch.equal(idx, ref_idx) and torch.allclose(out, ref, atol=1e-5), k
+
+
+# ---- the option matrix -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("scorer", ["dense", "conv"])
+@pytest.mark.parametrize("selection", ["topk", "nms"])
+@pytest.mark.parametrize("topk_combine", ["weights", "equal"])
+@pytest.mark.parametrize("choice", ["soft", "gumbel", "reinforce", "oracle", "topk"])
+def test_option_matrix_trains_and_infers(scorer, selection, topk_combine, choice):
+    m = wide(scorer=scorer, selection=selection, topk_combine=topk_combine, choice=choice, top_k=3, explore=1,
+             combine="mixture").train()
+    x8, y = torch.randint(0, 256, (4, 3, 20, 36), dtype=torch.uint8), torch.randint(0, 5, (4,))
+    out = m(x8)
+    assert out.shape == (4, 5) and torch.isfinite(out).all()
+    loss = F.cross_entropy(out, y) + (-m.last_log_prob.mean() if choice == "reinforce" else 0)
+    loss.backward()
+    for part in ("glance1", "where", "glance2", "what"):
+        grads = [p.grad for p in getattr(m, part).parameters()]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads), part
+    m.eval()
+    with torch.no_grad():
+        logits, idx = m.infer(x8)
+        probs, top = m.classify(x8)
+    assert logits.shape == (4, 5) and idx.shape == (4, 3) and top.shape == (4,)
+    assert all(len(set(r)) == 3 for r in idx.tolist())
+    assert torch.allclose(probs.sum(-1), torch.ones(4), atol=1e-5) and torch.equal(top, idx[:, 0])
+
+
+def test_topk_combine_equal_is_the_log_mean_probability_and_k1_is_the_top_patch():
+    m = wide(topk_combine="equal", selection="nms").eval()
+    x = torch.rand(3, 3, 20, 36)
+    with torch.no_grad():
+        out, idx = m.infer(x, "hard", 4)
+        z = m.classify_patches(m.normalize_patches(m.select_patches(x, idx)))  # (B, 4, K)
+        assert torch.allclose(out, z.softmax(-1).mean(1).log(), atol=1e-6)
+        one, i1 = m.infer(x, "hard", 1)
+        assert torch.equal(one, z[:, 0]) and torch.equal(i1[:, 0], idx[:, 0])
+        r, c = idx // 8, idx % 8
+        near = ((r[:, :, None] - r[:, None]).abs() <= 1) & ((c[:, :, None] - c[:, None]).abs() <= 1)
+        assert (near.sum(-1) == 1).all()  # nms: the 4 patches do not neighbour each other
+
+
+def test_conv_scorer_size_does_not_grow_with_the_patches():
+    count = lambda m: sum(p.numel() for p in m.where.parameters())  # noqa: E731
+    small, big = (wide(scorer="conv", glance1_channels=(16, 32), image_width=w) for w in (36, 100))
+    assert big.num_patches > 2 * small.num_patches and count(small) == count(big) == 32 * 32 * 9 + 32 + 32 + 1
+    assert small.where.centres[0, 0, 0].tolist() == pytest.approx([4 / 36 * 2 - 1, 4 / 20 * 2 - 1])
+
+
+def test_bad_options_are_clear_errors():
+    for kw, match in ((dict(scorer="mlp"), "scorer"), (dict(selection="best"), "selection"),
+                      (dict(topk_combine="vote"), "topk_combine"), (dict(explore_by="random"), "explore_by"),
+                      (dict(choice="topk", top_k=8, explore=2), "explore"), (dict(nms_radius=-1), "nms_radius"),
+                      (dict(image_width=30), "does not tile")):
+        with pytest.raises(ConfigError, match=match):
+            small_two(**kw)
+
+
+# ---- checkpoints and the registry ---------------------------------------------------------------------------
+def test_state_dict_names_and_shapes_are_those_of_saved_runs():
+    dense = {"normalize.mean": [3], "normalize.std": [3], "glance1.body.0.weight": [4, 3, 3, 3],
+             "glance1.body.0.bias": [4], "glance1.body.3.weight": [8, 4, 3, 3], "glance1.body.3.bias": [8],
+             "where.weight": [9, 72], "where.bias": [9], "glance2.body.0.weight": [4, 3, 3, 3],
+             "glance2.body.0.bias": [4], "glance2.body.3.weight": [8, 4, 3, 3], "glance2.body.3.bias": [8],
+             "what.weight": [5, 32], "what.bias": [5]}
+    assert {k: list(v.shape) for k, v in small_two().state_dict().items()} == dense
+    mega = {"normalize.mean": [1], "normalize.std": [1], "glance1.body.0.weight": [4, 1, 3, 3],
+            "glance1.body.0.bias": [4], "glance1.body.3.weight": [8, 4, 3, 3], "glance1.body.3.bias": [8],
+            "where.body.0.weight": [32, 8, 3, 3], "where.body.0.bias": [32], "where.body.2.weight": [1, 32, 1, 1],
+            "where.body.2.bias": [1], "glance2.body.0.weight": [4, 1, 3, 3], "glance2.body.0.bias": [4],
+            "glance2.body.3.weight": [8, 4, 3, 3], "glance2.body.3.bias": [8], "what.weight": [10, 1352],
+            "what.bias": [10]}
+    m = create_model("megapixel-easy-two", image_size=200, thumb_size=40, channels=(4, 8), glance1_channels=(4, 8),
+                     top_k=3)
+    assert {k: list(v.shape) for k, v in m.state_dict().items()} == mega
+    assert (m.scorer, m.selection, m.choice, m.grid) == ("conv", "nms", "topk", (7, 7))
+
+
+def test_build_model_passes_every_new_option():
+    cfg = ModelConfig(in_channels=1, num_classes=4, image_size=24, image_width=40, patch_size=8, patch_stride=8,
+                      thumb_size=12, channels=(4,), pool_stride=2, scorer="conv", score_width=8, selection="nms",
+                      nms_radius=2, topk_combine="equal", choice="topk", top_k=2, explore=3, explore_by="ink")
+    m = build_model(cfg)
+    assert (m.image_shape, m.grid, m.thumb_shape) == ((24, 40), (3, 5), (12, 20))
+    assert (m.scorer, m.where.body[0].out_channels, m.selection, m.radius, m.topk_combine) == \
+        ("conv", 8, "nms", 2, "equal")
+    assert (m.choice, m.top_k, m.explore, m.explore_by) == ("topk", 2, 3, "ink")
+    with pytest.raises(ConfigError, match="image_width"):
+        build_model(ModelConfig(kind="one", image_width=40))
+
+
+def test_fields_left_to_the_data_build_by_the_derive_rule():
+    from multiglance.config import RunConfig, derive
+
+    cfg = ModelConfig(in_channels=None, num_classes=None, image_size=256, patch_size=None, patch_stride=None,
+                      thumb_size=None, channels=(4,), pool_stride=2)
+    m = build_model(cfg)
+    want = derive(RunConfig(model=ModelConfig(**vars(cfg))), (3, 256, 256), [str(i) for i in range(10)]).model
+    assert (m.patch_size, m.patch_stride, m.thumb_size) == (want.patch_size, want.patch_stride, want.thumb_size)
+    assert m.normalize.mean.numel() == 3 and m.what.out_features == 10
+    assert cfg.patch_size is None  # the caller's config is left as it was

@@ -1,10 +1,11 @@
-"""Top-k inference, hard-choice training (straight-through Gumbel, REINFORCE), fusion, and the new presets."""
+"""Top-k inference, hard-choice training (straight-through Gumbel, REINFORCE, top-k on the chosen patches only),
+fusion, and the new presets."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 from multiglance.config import RunConfig
-from multiglance.models import TwoGlance, create_model, get_preset, list_models
+from multiglance.models import TwoGlance, combine, create_model, get_preset, list_models
 from multiglance.train import loss_fn
 
 
@@ -175,3 +176,55 @@ def test_oracle_best_moves_glance2s_loss_onto_its_best_patch():
     oracle_loss(z1, scores, y, best=1.0).backward()
     touched = (z1.grad.abs().sum(-1) > 0)  # (5, 4): with a=1 only each image's best patch gets a gradient
     assert torch.equal(touched, F.one_hot(per_patch.argmin(-1), 4).bool())
+
+
+# ---- choice="topk": glance 2 on the top_k + explore chosen patches only ----------------------------------------
+def topk_model(**kw) -> TwoGlance:
+    """A 5 x 5 grid of overlapping patches (24 x 24, patches 8 stride 4)."""
+    return tiny(**({"patch_size": 8, "patch_stride": 4, "choice": "topk", "top_k": 3, "explore": 2,
+                    "combine": "mixture"} | kw))
+
+
+@pytest.mark.parametrize("explore_by", ["sample", "ink"])
+@pytest.mark.parametrize("scorer", ["dense", "conv"])
+def test_topk_training_runs_glance2_on_b_times_n_patches_only(explore_by, scorer):
+    m = topk_model(explore_by=explore_by, scorer=scorer, selection="nms").train()
+    seen = []
+    m.glance2.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].shape[0]))
+    x, y = torch.rand(4, 1, 24, 24), torch.randint(0, 5, (4,))
+    m.generator = torch.Generator().manual_seed(0)
+    out = m(x)
+    assert seen == [4 * 5] and m.num_patches == 25  # B * (k + explore), not B * P
+    z, index = m.last_selected_logits, m.last_selected_index
+    assert z.shape == (4, 5, 5) and index.shape == (4, 5)
+    assert all(len(set(r)) == 5 for r in index.tolist())  # explored patches are never the chosen ones
+    scores = m.patch_scores(x)
+    assert torch.equal(index[:, :3], m.top_patches(scores, 3))  # the top k by glance 1, NMS applied
+    torch.testing.assert_close(out, combine(scores.gather(1, index).softmax(-1), z, "mixture"))
+    F.cross_entropy(out, y).backward()
+    for part in ("glance1", "where", "glance2"):  # the renormalised weights carry the gradient to glance 1
+        assert next(getattr(m, part).parameters()).grad.abs().sum() > 0, part
+    m.generator = torch.Generator().manual_seed(0)
+    m(x)
+    assert torch.equal(m.last_selected_index, index)  # the caller's generator makes exploration reproducible
+
+
+def test_topk_ink_exploration_finds_the_inked_patches():
+    """Only 2 disjoint patches carry ink; glance 1 (untrained) looks elsewhere: exploration by ink adds them."""
+    m = topk_model(top_k=1, explore=2, explore_by="ink", patch_stride=8).train()  # a 3 x 3 grid, disjoint
+    x = torch.zeros(6, 1, 24, 24, dtype=torch.uint8)
+    x[:, :, 0:8, 16:24] = 200  # patch 2
+    x[:, :, 16:24, 0:8] = 90  # patch 6
+    torch.testing.assert_close(m.ink_scores(x)[0, [2, 6, 0]], torch.tensor([200 / 255, 90 / 255, 0.0]))
+    m.generator = torch.Generator().manual_seed(0)
+    m(x)
+    assert all({2, 6} <= set(row) for row in m.last_selected_index.tolist())  # glance 1's pick + both inked
+
+
+def test_topk_choice_leaves_the_soft_choices_as_they_were():
+    m = tiny(combine="logits").train()
+    x = torch.rand(3, 1, 24, 24)
+    out = m(x)
+    assert m.last_selected_logits is None
+    z = m.classify_patches(m.normalize_patches(m.patches(x)))  # (B, P, K)
+    torch.testing.assert_close(out, combine(m.patch_weights(x), z, "logits"))

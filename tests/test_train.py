@@ -30,8 +30,8 @@ def test_metrics_checkpoint_and_config_written(tiny_run):
 @pytest.mark.parametrize("preset", ["digits-one", "digits-two"])
 def test_short_training_far_above_chance(tmp_path, preset):
     """Cluttered digits, 10 classes (chance 10%): 4 epochs reach over 4x chance (the 12-epoch demo: ~90%)."""
-    cfg = tiny_config(preset, **{"data.train_limit": "none", "data.test_limit": 500, "train.epochs": 4,
-                                 "train.batch_size": 32})
+    cfg = tiny_config(preset, **{"data.train_limit": "none", "data.test_limit": 500, "data.val_limit": 500,
+                                 "train.epochs": 4, "train.batch_size": 32})
     last = fit(cfg, tmp_path / preset, progress=False)
     assert last["val_acc_hard"] > 0.4, last
 
@@ -89,8 +89,32 @@ def test_resume_with_another_model_is_refused(tiny_run, tmp_path):
 
     copy = tmp_path / "copy"
     shutil.copytree(tiny_run, copy)
-    with pytest.raises(UserError, match="another model config"):
+    with pytest.raises(UserError, match=r"differs from the run's in model.channels \(16,16,32 -> 8,8,8\)"):
         fit(tiny_config(**{"model.channels": "8,8,8"}), copy, resume=True, progress=False)
+
+
+def test_resume_keeps_the_record_and_says_where_it_starts(tiny_run, tmp_path, capsys):
+    """config.yaml is written once; --resume refuses a finished run, a folder without a run, and a changed
+    config; more epochs is the one change allowed, recorded as a resume event."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_run, copy)
+    config_before = (copy / runs.CONFIG).read_bytes()
+    with pytest.raises(UserError, match="has done 1 epochs.*pass --epochs 2"):
+        fit(tiny_config(), copy, resume=True, progress=False)  # finished: nothing to train
+    with pytest.raises(UserError, match="holds no run"):
+        fit(tiny_config(), tmp_path / "typo", resume=True, progress=False)
+    assert not (tmp_path / "typo").exists()
+    with pytest.raises(UserError, match="data.train_limit"):
+        fit(tiny_config(**{"data.train_limit": 300, "train.epochs": 2}), copy, resume=True, progress=False)
+    fit(tiny_config(**{"train.epochs": 2}), copy, resume=True, progress=False)
+    assert "resuming from epoch 2, step 8 (checkpoint of " in capsys.readouterr().out
+    assert (copy / runs.CONFIG).read_bytes() == config_before  # the record of the run is never rewritten
+    events = [r for r in runs.read_metrics(copy) if r["kind"] == "resume"]
+    assert events == [{"kind": "resume", "epoch": 1, "step": 8, "batch_in_epoch": 0,
+                       "changed": {"train.epochs": [1, 2]}}]
+    assert [r["epoch"] for r in runs.read_metrics(copy) if r["kind"] == "epoch"] == [1, 2]
 
 
 def test_data_that_does_not_fit_the_model_is_a_clear_error(tmp_path):

@@ -18,14 +18,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from multiglance import runs, train
+from multiglance import runs
+from multiglance.train import loop as train
 from multiglance.config import apply_overrides
-from multiglance.errors import CheckpointError, UserError
+from multiglance.errors import CheckpointError, Stopped, UserError
 from multiglance.models import get_preset
 from multiglance.train import fit
 
-TINY = {"data.train_limit": 256, "data.test_limit": 64, "train.batch_size": 32, "train.epochs": 2,
-        "train.log_every": 1, "train.device": "cpu"}  # 8 steps per epoch
+TINY = {"data.train_limit": 256, "data.test_limit": 64, "data.val_limit": 64, "train.batch_size": 32,
+        "train.epochs": 2, "train.log_every": 1, "train.device": "cpu"}  # 8 steps per epoch
 
 
 def tiny(**overrides) -> object:
@@ -53,11 +54,12 @@ def assert_same_state(a: dict, b: dict) -> None:
     assert a["scheduler"] == b["scheduler"] and a["step"] == b["step"] and a["epoch"] == b["epoch"]
 
 
-TIMING = ("train_seconds", "images_per_s")
+TIMING = ("train_seconds", "images_per_s", "data_seconds")
 
 
 def comparable_metrics(run: Path) -> list[dict]:
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in runs.read_metrics(run)]
+    """The metrics without timings and without resume events (a resumed run records where it resumed)."""
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in runs.read_metrics(run) if r["kind"] != "resume"]
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +93,11 @@ def signal_at(monkeypatch: pytest.MonkeyPatch, call: int, signum: int = signal.S
 def test_signal_stops_at_the_next_step_and_resume_is_bit_identical(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                    reference: dict, name: str, stop_step: int) -> None:
     run, before = tmp_path / "run", signal.getsignal(signal.SIGINT)
-    signal_at(monkeypatch, stop_step, signal.SIGTERM if stop_step == 12 else signal.SIGINT)
-    run_fit(tiny(**CONFIGS[name]), run)
+    signum = signal.SIGTERM if stop_step == 12 else signal.SIGINT
+    signal_at(monkeypatch, stop_step, signum)
+    with pytest.raises(Stopped, match=f"stopped by {signum.name} at step {stop_step}") as stopped:
+        run_fit(tiny(**CONFIGS[name]), run)
+    assert stopped.value.exit_code == 128 + signum  # 130 for SIGINT, 143 for SIGTERM, as shells report
     state = runs.load_checkpoint(run)
     assert state["step"] == stop_step  # it stopped right after the step the signal came in
     assert state["batch_in_epoch"] == (0 if stop_step == 8 else stop_step % 8)
@@ -155,6 +160,8 @@ def kill_and_resume(run: Path, overrides: dict, kills: int, rng: random.Random, 
             state = runs.load_checkpoint(run) if (run / runs.CHECKPOINT).exists() else None  # never partial
             seen.append("before the first checkpoint" if state is None else
                         f"step {state['step']} (epoch {state['epoch'] + 1}, batch {state['batch_in_epoch']})")
+            if child.returncode == 0:  # it finished before the kill: a --resume of a finished run is refused
+                break
         else:
             assert child.returncode == 0, err
     return seen
@@ -183,8 +190,8 @@ def test_sigterm_in_a_child_checkpoints_and_exits_cleanly(tmp_path: Path) -> Non
         time.sleep(0.01)
     child.send_signal(signal.SIGTERM)
     out, err = child.communicate(timeout=120)
-    assert child.returncode == 0, err
-    assert "stopped by SIGTERM" in out
+    assert child.returncode == 143, err  # stopped, not finished: 128 + SIGTERM
+    assert "stopped by SIGTERM" in err and err.count("\n") == 1
     state = runs.load_checkpoint(run)
     assert state["step"] < 50 * 8 and max(r["step"] for r in runs.read_metrics(run)) == state["step"]
 

@@ -11,11 +11,11 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import UserError
+from .errors import Stopped, UserError
 
 
 def cmd_train(args) -> None:
-    from .config import apply_overrides, apply_yaml
+    from .config import apply_overrides, apply_yaml, validate
     from .models import get_preset
     from .allocator import tune_allocator
     from .train import fit
@@ -29,6 +29,14 @@ def cmd_train(args) -> None:
     if args.epochs is not None:
         cfg.train.epochs = args.epochs
     apply_overrides(cfg, args.set or [])
+    if args.data:
+        from .data.registry import reads_files
+
+        if not reads_files(cfg.data.name):
+            raise UserError(f"--data {args.data}: data set {cfg.data.name!r} is generated and reads no files; to "
+                            "train on a class folder use --preset large-two (or --set data.name=folder), or drop "
+                            "--data")
+    validate(cfg)  # ranges and consistency: one line naming the key, before anything is built or written
     out = args.out or f"runs/{args.preset}"
     fit(cfg, out, resume=args.resume, progress=not args.quiet)
     print(f"run saved in {out}")
@@ -38,7 +46,8 @@ def cmd_eval(args) -> None:
     from .compare import COLUMNS, table
     from .evaluate import evaluate_run
 
-    result = evaluate_run(args.run, data_root=args.data, timing=not args.no_timing)
+    result = evaluate_run(args.run, data_root=args.data, timing=not args.no_timing, split=args.split,
+                          overrides=args.set or [], memory=args.memory)
     if args.json:
         print(json.dumps(result))
         return
@@ -101,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="data file or folder (default: the one the run was trained on)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--no-timing", action="store_true", help="skip latency/throughput measurement")
+    p.add_argument("--split", default="test", help="test (default) or val (the validation split held out from train)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="an inference-time option, e.g. model.top_k=5 or model.topk_combine=equal (repeatable)")
+    p.add_argument("--memory", action="store_true", help="also measure the peak memory of a batch-1 forward")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("compare", help="a table of several runs side by side, and their training curves")
@@ -120,27 +133,60 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Modules that define `register(subparsers)` for their subcommands (each may not exist yet in a checkout).
 EXTENSIONS = [
-    "multiglance.experiments",         # bench paper / bench beyond: reproduce the report, publish docs/results
-    "multiglance.bench",               # bench speed
+    "multiglance.bench.paper",         # bench paper: reproduce the report, publish docs/results
+    "multiglance.bench.speed",         # bench speed
     "multiglance.analysis.commands",   # analyze, report, predict
     "multiglance.data.download",       # data download
-    "multiglance.megapixel",           # megapixel experiments
-    "multiglance.experiments_beyond",  # bench beyond: glimpse benchmark, top-k, the accuracy-FLOPs front
+    "multiglance.bench.megapixel",     # bench megapixel
+    "multiglance.bench.beyond",        # bench beyond: glimpse benchmark, top-k, the accuracy-FLOPs front
+    "multiglance.bench.large",         # bench large: a folder of large photos, the photo scenes
 ]
 
 
+OOM_MARKERS = ("not enough memory", "DefaultCPUAllocator", "out of memory")  # torch's CPU and CUDA messages
+OOM_ADVICE = ("lower train.batch_size, train.eval_batch_size, model.top_k or the patch count (model.patch_stride "
+              "up), or use fewer workers")
+
+
+def out_of_memory(e: BaseException) -> str | None:
+    """The one-line message for an out-of-memory error (MemoryError, torch's CPU `RuntimeError`, CUDA's
+    `OutOfMemoryError`), or None when `e` is another error, which is not caught."""
+    if isinstance(e, MemoryError):
+        what = "MemoryError"
+    elif type(e).__name__ == "OutOfMemoryError" or (isinstance(e, RuntimeError)
+                                                   and any(m in str(e) for m in OOM_MARKERS)):
+        lines = str(e).strip().splitlines()
+        what = lines[0][:120] if lines else type(e).__name__
+    else:
+        return None
+    return f"out of memory ({what}); {OOM_ADVICE}"
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:
+    return f"multiglance: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    warnings.formatwarning = _one_line_warning  # a skipped file is one line, not a source listing
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
+    except Stopped as e:  # SIGINT / SIGTERM: the checkpoint is saved; 128 + the signal's number, as shells do
+        print(f"multiglance: {e}", file=sys.stderr)
+        return e.exit_code
     except UserError as e:
         print(f"multiglance: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("multiglance: interrupted", file=sys.stderr)
         return 130
-    except MemoryError:
-        print("multiglance: error: out of memory; lower train.batch_size or train.eval_batch_size", file=sys.stderr)
+    except (MemoryError, RuntimeError) as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
+        message = out_of_memory(e)
+        if message is None:
+            raise
+        print(f"multiglance: error: {message}", file=sys.stderr)
         return 2
     return 0
 

@@ -29,6 +29,7 @@ class ModelConfig:
     batchnorm: bool = False  # BatchNorm after each conv (the report had none)
     hidden: int = 0  # width of a hidden affine layer before the classifier; 0 for none (the report)
     input_size: int | None = None  # one-glance only: resize the image to this first (a thumbnail baseline)
+    input_fraction: float | None = None  # one-glance: input_size = this x image_size (large-one: 1/8; see `derive`)
     patch_size: int | None = 8  # two-glance: patch side p; None: image_size // 8 (see `derive`)
     patch_stride: int | None = 8  # two-glance: patch stride s (< p for overlapping patches); None: p // 2
     thumb_size: int | None = 16  # two-glance: side of the thumbnail glance 1 sees; None: image_size // 8
@@ -63,6 +64,7 @@ class DataConfig:
     val_fraction: float = 0.1  # share of the training images held out (seeded, stratified) as the validation split
     val_limit: int | None = None  # validate on only N of the validation images (quick runs)
     stream: bool | None = None  # data.name=folder: decode files per batch (True), all in memory (False), None: by size
+    max_pixels: int | None = None  # decompression-bomb guard: refuse images with more pixels (None: images.MAX_PIXELS)
 
 
 @dataclass
@@ -84,6 +86,7 @@ class TrainConfig:
     eval_batch_size: int = 500  # images per validation batch
     log_every: int = 50  # steps between training-loss records in metrics.jsonl
     checkpoint_every: int = 0  # also checkpoint every N steps inside an epoch (0: only at the end of each epoch)
+    checkpoint_minutes: float = 5.0  # also checkpoint inside an epoch after this many minutes of training (0: off)
     tensorboard: bool = False  # also log to TensorBoard (if installed)
     optimizer: str = "sgd"  # "sgd" (Nesterov, `momentum`) | "adamw" (decoupled `weight_decay`)
     uniform_weight: float = 0.0  # model.choice=topk: + this * the loss of the selected patches with equal weights
@@ -106,8 +109,11 @@ def derive(cfg: RunConfig, shape: tuple[int, int, int], classes: list[str]) -> R
     """Fill the model fields left as None from the training data (C, H, W) and its classes, by a stated rule:
     in_channels = C, num_classes = len(classes); for a two-glance model of side S = model.image_size,
     thumb_size = S // 8 (rounded to a multiple of 4), patch_size = S // 8, patch_stride = patch_size // 2,
-    the patch then shrunk to the nearest size whose grid tiles S (so 1024 -> 128/64, 15 x 15 patches)."""
+    the patch then shrunk to the nearest size whose grid tiles S (so 1024 -> 128/64, 15 x 15 patches); a
+    one-glance model with `input_fraction` f reads the image resized to f x S."""
     m = cfg.model
+    if m.kind == "one" and m.input_fraction is not None:
+        m.input_size = max(8, round(m.image_size * m.input_fraction))
     if m.in_channels is None:
         m.in_channels = int(shape[0])
     if m.num_classes is None:
@@ -317,6 +323,7 @@ RULES: dict[str, Any] = {
     "model.pool_stride": _number(1, 2, integer=True),
     "model.hidden": _number(0, 1 << 20, integer=True, note="0: no hidden layer"),
     "model.input_size": _number(1, MAX_SIDE, integer=True, optional=True),
+    "model.input_fraction": _number(0, 1, lo_open=True, optional=True, note="none: model.input_size decides"),
     "model.patch_size": _number(1, MAX_SIDE, integer=True, optional=True, note="none: from the image size"),
     "model.patch_stride": _number(1, MAX_SIDE, integer=True, optional=True, note="none: half the patch"),
     "model.thumb_size": _number(1, MAX_SIDE, integer=True, optional=True, note="none: from the image size"),
@@ -331,7 +338,7 @@ RULES: dict[str, Any] = {
     "data.val_limit": _number(1, integer=True, optional=True, note="none: all images"),
     "data.crop_padding": _number(0, MAX_SIDE, integer=True),
     "data.val_fraction": _number(0, 0.5, lo_open=True),
-    "data.max_pixels": _number(1, integer=True, optional=True),
+    "data.max_pixels": _number(1, integer=True, optional=True, note="none: 67108864, or $MULTIGLANCE_MAX_PIXELS"),
     "train.epochs": _number(1, integer=True),
     "train.batch_size": _number(1, integer=True),
     "train.lr": _number(0, lo_open=True),
@@ -405,6 +412,9 @@ def validate(cfg: RunConfig) -> RunConfig:
         if m.choice == "topk" and m.top_k + explore > count:
             raise ConfigError(f"model.top_k + model.explore = {m.top_k + explore} training patches, but there are "
                               f"only {count}; lower model.top_k or model.explore")
+    if m.kind == "one" and getattr(m, "image_width", None) not in (None, m.image_size):
+        raise ConfigError(f"model.image_width={m.image_width} is for two-glance models (one-glance ones take square "
+                          "images); set model.image_width=none or model.kind=two")
     if t.warmup_epochs >= t.epochs:
         raise ConfigError(f"train.warmup_epochs={t.warmup_epochs} must be less than train.epochs={t.epochs}")
     side = min(m.image_size, getattr(m, "image_width", None) or m.image_size)

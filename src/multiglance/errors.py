@@ -19,3 +19,11 @@ class ConfigError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint that is missing, corrupt, unsafe, or from another model."""
+
+
+class Stopped(UserError):
+    """Training stopped by SIGINT or SIGTERM after saving a checkpoint; the CLI exits 130 or 143 with this line."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code

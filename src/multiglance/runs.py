@@ -6,6 +6,9 @@ file. A mid-epoch checkpoint (SIGINT/SIGTERM, `train.checkpoint_every`) also hol
 that many batches of epoch `epoch + 1` are done) and `partial` (that epoch's running sums); every
 checkpoint holds `rng`, the global generator's state. They are read with `torch.load(weights_only=True)`,
 so a checkpoint cannot run code.
+
+A `--resume` goes through `check_resume(out, cfg)`: the run must exist, and its config may differ from the
+new one only in `RESUMABLE_KEYS` (more epochs); `describe_resume` gives the line saying where it continues.
 """
 from __future__ import annotations
 
@@ -172,3 +175,76 @@ def load_run(run_dir: str | os.PathLike, device: str = "cpu"):
         raise CheckpointError(f"the checkpoint in {str(run_dir)!r} does not fit its config's model "
                               f"({_first_line(e, 100)}); it comes from another model") from None
     return model.to(device).eval(), cfg
+
+
+# -------------------------------------------------------------------------------------------- resuming #
+
+RESUMABLE_KEYS = {"train.epochs"}  # the config keys a --resume may change (recorded as a resume event)
+_MISSING = "(unset)"
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"model": {"patch_size": 8}} -> {"model.patch_size": 8}; tuples become lists."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= _flat(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The dotted keys (`model.patch_size`) whose values differ between two config dicts (`to_dict` form),
+    sorted; a key that only one of them has differs too."""
+    a, b = _flat(old), _flat(new)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k, _MISSING) != b.get(k, _MISSING))
+
+
+def _shown(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def check_resume(out_dir: str | os.PathLike, cfg: RunConfig) -> dict[str, Any]:
+    """What a `--resume` of `cfg` in `out_dir` continues: {"state": the checkpoint, "changed": the resumable
+    keys that differ, "values": {key: [old, new]} for them}. A UserError when `out_dir` holds no run, when the
+    config differs from the run's in any other key (all are listed), or when there is nothing left to train.
+    Call it after the model fields have been derived from the data, so both sides hold the same values."""
+    out_dir = Path(out_dir)
+    if not (out_dir / CHECKPOINT).is_file():
+        raise UserError(f"--resume: {str(out_dir)!r} holds no run (no {CHECKPOINT}); check --out or drop --resume")
+    state = load_checkpoint(out_dir)
+    if not isinstance(state.get("config"), dict):
+        raise CheckpointError(f"--resume: the checkpoint in {str(out_dir)!r} records no config; train again "
+                              "with another --out")
+    old, new = state["config"], to_dict(cfg)
+    try:  # keys added since the run was made take their defaults, as they did then
+        old = to_dict(from_dict(old))
+    except UserError:
+        pass
+    fo, fn = _flat(old), _flat(new)
+    diff = config_diff(old, new)
+    refused = [k for k in diff if k not in RESUMABLE_KEYS]
+    if refused:
+        listed = ", ".join(f"{k} ({_shown(fo.get(k, _MISSING))} -> {_shown(fn.get(k, _MISSING))})" for k in refused)
+        raise UserError(f"--resume: the config differs from the run's in {listed}; resume with the same settings "
+                        "or use another --out")
+    done = int(state.get("epoch", -1)) + 1  # whole epochs done (a mid-epoch checkpoint is inside the next one)
+    if cfg.train.epochs < done + 1:  # nothing left to train (a finished run, or --epochs lowered)
+        part = " and part of the next" if state.get("batch_in_epoch") else ""
+        raise UserError(f"--resume: the run in {str(out_dir)!r} has done {done} epochs{part}, train.epochs="
+                        f"{cfg.train.epochs}; pass --epochs {done + 1} or more to train further")
+    return {"state": state, "changed": diff, "values": {k: [fo.get(k), fn.get(k)] for k in diff}}
+
+
+def describe_resume(state: dict[str, Any], path: str | os.PathLike) -> str:
+    """'resuming from epoch E, step S (checkpoint of 2026-12-02 14:03, ...)': E is the (1-based) epoch training
+    continues in, S the optimizer steps done, the time that of checkpoint.pt (local time)."""
+    import time
+
+    path = Path(path)
+    path = path / CHECKPOINT if path.is_dir() else path
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(path.stat().st_mtime)) if path.exists() else "unknown"
+    epoch, step, batch = int(state.get("epoch", -1)), int(state.get("step", 0)), int(state.get("batch_in_epoch") or 0)
+    where = f"inside it, after batch {batch}" if batch else f"epoch {epoch + 1} done" if epoch >= 0 else "no epoch done"
+    return f"resuming from epoch {epoch + 2}, step {step} (checkpoint of {when}, {where})"

@@ -24,14 +24,22 @@ def cmd_analyze(args) -> None:
     if args.json:
         print(json.dumps(summary))
         return
-    w = summary["weights"]
-    print(f"{summary['images']} images of {summary['dataset']} {summary['split']}, {summary['grid']}x"
-          f"{summary['grid']} patches; hard accuracy {summary['accuracy_hard']:.4f}")
+    w, (gh, gw) = summary["weights"], summary["grid"]
+    skipped = f" ({summary['skipped_images']} files skipped: they do not decode)" if summary["skipped_images"] else ""
+    print(f"{summary['images']} images of {summary['dataset']} {summary['split']}{skipped}, {gh}x{gw} patches; "
+          f"hard accuracy {summary['accuracy_hard']:.4f} (top {summary['top_k']})")
     print(f"glance 1 entropy {w['entropy_mean']:.3f} of {w['entropy_max']:.3f} nats; mean top weight "
           f"{w['max_weight_mean']:.3f}; std/mean over images {w['relative_std_mean']:.3f}")
-    print("share on top, by position: " + "  ".join(" ".join(f"{v:.2f}" for v in row) for row in w["top_share"]))
+    if gh * gw <= 64:
+        print("share on top, by position: " + "  ".join(" ".join(f"{v:.2f}" for v in row) for row in w["top_share"]))
+    else:  # a large grid: the most used positions only
+        share = sorted(((v, r, c) for r, row in enumerate(w["top_share"]) for c, v in enumerate(row)), reverse=True)
+        print(f"share on top, the 5 most used of {w['top_positions_used']} positions used: "
+              + ", ".join(f"({r}, {c}) {v:.2f}" for v, r, c in share[:5]))
     loc = summary["localisation"]
-    if loc:
+    if not loc:
+        print(f"localisation: skipped; {summary.get('localisation_skipped', 'no object boxes')}")
+    else:
         for m in ("overlap", "contains_centre", "coverage"):
             print(f"{m:16s} " + "  ".join(f"{n} {loc[m][n]:.3f}" for n in ("model", "normalized", "random",
                                                                               "centre", "best")))
@@ -46,10 +54,12 @@ def cmd_report(args) -> None:
 
 
 def cmd_predict(args) -> None:
+    from ..data.images import set_max_pixels
     from ..predict import predict_files, run_classes
     from ..runs import load_run
 
     model, cfg = load_run(args.run)
+    set_max_pixels(cfg.data.max_pixels)  # the run's decompression-bomb guard (data.max_pixels)
     classes = run_classes(cfg, args.data, run_dir=args.run)
     preds, errors = predict_files(model, classes, args.images, top_k=args.top_k, patches=args.patches,
                                   overlays=args.save_overlays)
@@ -62,14 +72,19 @@ def cmd_predict(args) -> None:
                                                                              for f, m in errors]}))
     elif args.csv:
         w = csv.writer(sys.stdout, lineterminator="\n")
-        w.writerow(["file", "class", "probability", "patch", "x0", "y0", "x1", "y1", "top_k"])
+        w.writerow(["file", "class", "probability", "patch", "x0", "y0", "x1", "y1", "top_k", "patches",
+                    "patch_boxes"])
         for p in preds:
             box = p.patch_box or ["", "", "", ""]
             w.writerow([p.file, p.label, f"{p.probability:.6f}", "" if p.patch is None else p.patch, *box,
-                        ";".join(f"{c}:{q:.6f}" for c, q in p.top_k)])
+                        ";".join(f"{c}:{q:.6f}" for c, q in p.top_k), " ".join(map(str, p.patches or [])),
+                        ";".join(" ".join(map(str, b)) for b in p.patch_boxes or [])])
     else:
         for p in preds:
             where = "" if p.patch is None else f"  patch {p.patch} at {tuple(p.patch_box)}"
+            if p.patches and len(p.patches) > 1:
+                boxes = ", ".join(str(tuple(b)) for b in p.patch_boxes)
+                where = f"  patches {', '.join(map(str, p.patches))} at {boxes}"
             others = "" if len(p.top_k) < 2 else "  (" + ", ".join(f"{c} {q:.3f}" for c, q in p.top_k[1:]) + ")"
             print(f"{p.file}: {p.label} {p.probability:.3f}{where}{others}")
     if args.save_overlays and preds:
@@ -81,7 +96,8 @@ def _analysis_arguments(p, out_help: str) -> None:
     p.add_argument("run", help="a two-glance run folder")
     p.add_argument("--data", help="data file or folder (default: the one the run was trained on)")
     p.add_argument("--out", help=out_help)
-    p.add_argument("--split", default="test", choices=("test", "train"), help="which split (default test)")
+    p.add_argument("--split", default="test", choices=("test", "val", "train"),
+                   help="which split (default test; val: the validation split held out from train)")
     p.add_argument("--limit", type=int, help="only a fixed random subset of N images")
     p.add_argument("--k", type=int, default=6, help="images per cell of the top-patch grid (default 6)")
 
@@ -101,18 +117,20 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("predict", help="classify your own image files; print class, probability, chosen patch",
-                       description="Each image is converted to the model's channels and resized as a whole "
-                       "(antialiased, aspect ratio not kept) to the model's input; the chosen patch is given in "
-                       "the original image's pixels. Unreadable files are reported and skipped.")
+                       description="Each image is prepared as streamed training data is: EXIF orientation "
+                       "applied, converted to the model's channels, scaled (antialiased) to just cover the model's "
+                       "input and centre-cropped to it. The patches glance 2 looked at are given in the original "
+                       "image's pixels. Unreadable files are reported and skipped.")
     p.add_argument("run", help="a run folder")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files, or folders searched "
                    "recursively")
     p.add_argument("--top-k", type=int, default=1, help="also list the K most probable classes (default 1)")
-    p.add_argument("--patches", type=int, help="two-glance: glance 2 on the best N patches (default: the "
-                   "model's top_k, usually 1)")
+    p.add_argument("--patches", type=int, help="two-glance: glance 2 on the best N patches, all N reported and "
+                   "drawn (default: the model's top_k)")
     p.add_argument("--data", help="where the run's data set is, to read its class names (default: the "
                    "run's)")
-    p.add_argument("--save-overlays", metavar="DIR", help="write each image with its chosen patch outlined")
+    p.add_argument("--save-overlays", metavar="DIR", help="write each image with its chosen patches outlined "
+                   "(the top one red)")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="one JSON object: predictions and errors")
     fmt.add_argument("--csv", action="store_true", help="CSV on stdout")

@@ -79,17 +79,22 @@ def build_html(run_dir: Path, summary: dict, figure_dir: Path, curves: Path | No
     cfg = runs.load_config(run_dir)
     epochs = [r for r in runs.read_metrics(run_dir) if r.get("kind") == "epoch"]
     w = summary["weights"]
+    gh, gw = summary["grid"]
+    skipped = summary.get("skipped_images", 0)
+    columns = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc_hard", "val_acc_soft", "lr", "train_seconds"]
+    columns += ["skipped_images"] if any(r.get("skipped_images") for r in epochs) else []
     parts = [f"<h1>multiglance run: {html.escape(cfg.preset)}</h1>",
              f"<p>Run folder <code>{html.escape(str(run_dir))}</code>; analysed on {summary['images']} images of "
-             f"{html.escape(summary['dataset'])} {html.escape(summary['split'])}; hard-inference accuracy "
-             f"{summary['accuracy_hard']:.4f}.</p>",
+             f"{html.escape(summary['dataset'])} {html.escape(summary['split'])}"
+             + (f" ({skipped} files skipped: they do not decode)" if skipped else "")
+             + f"; hard-inference accuracy {summary['accuracy_hard']:.4f} (glance 2 on the top "
+             f"{summary.get('top_k', 1)} patches).</p>",
              "<h2>Metrics</h2>",
-             table(epochs, ["epoch", "train_loss", "train_acc", "val_loss", "val_acc_hard", "val_acc_soft", "lr",
-                            "train_seconds"]) if epochs else "<p>No epoch records.</p>"]
+             table(epochs, columns) if epochs else "<p>No epoch records.</p>"]
     if curves is not None:
         parts += ["<h2>Training curves</h2>", f"<figure>{img_tag(curves, 'training curves')}</figure>"]
     parts += ["<h2>Where glance 1 looks</h2>",
-              f"<p>{summary['grid']}x{summary['grid']} patches of {summary['patch_size']} pixels, stride "
+              f"<p>{gh}x{gw} patches of {summary['patch_size']} pixels, stride "
               f"{summary['patch_stride']}. Mean entropy of glance 1's weights {w['entropy_mean']:.3f} nats of at "
               f"most {w['entropy_max']:.3f} ({w['entropy_ratio']:.1%}); mean largest weight "
               f"{w['max_weight_mean']:.3f}; spread over images relative to the mean (std / mean, averaged over "
@@ -97,7 +102,11 @@ def build_html(run_dir: Path, summary: dict, figure_dir: Path, curves: Path | No
               f"are ever the top patch. The normalised weights' top agrees with the raw top on "
               f"{summary['normalized_top_agrees']:.1%} of images.</p>"]
     for key in ("stats", "ranks", "heatmap", "grid", "grid_normalized"):
-        parts.append(f"<figure>{img_tag(figure_dir / FIGURES[key], key)}<figcaption>{CAPTIONS[key]}"
+        caption = CAPTIONS[key]
+        if key.startswith("grid") and summary.get("grid_figure") == "most_used":
+            caption += (f" The grid has {gh * gw} positions, too many cells to show: each row is one of the "
+                        "positions most often on top, labelled (row, column): images.")
+        parts.append(f"<figure>{img_tag(figure_dir / FIGURES[key], key)}<figcaption>{caption}"
                      "</figcaption></figure>")
     parts.append("<h2>Localisation</h2>")
     loc = summary.get("localisation")
@@ -109,7 +118,8 @@ def build_html(run_dir: Path, summary: dict, figure_dir: Path, curves: Path | No
                   f"<p>Accuracy when the top patch overlaps the object: {_pct(loc['accuracy_when_overlap'])}; "
                   f"when it does not: {_pct(loc['accuracy_when_no_overlap'])}.</p>"]
     else:
-        parts.append("<p>This data set has no object boxes, so localisation is not measured.</p>")
+        why = summary.get("localisation_skipped") or "the data set has no object boxes, so it is not measured"
+        parts.append(f"<p>Localisation skipped: {html.escape(why)}.</p>")
     parts += ["<h2>Config</h2>", f"<pre>{html.escape(json.dumps(to_dict(cfg), indent=1))}</pre>"]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>multiglance report: {html.escape(cfg.preset)}</title>{_STYLE}{_HEAD_SCRIPT}</head>\n<body>\n"

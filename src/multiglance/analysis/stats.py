@@ -3,7 +3,11 @@ known object boxes.
 
     looks = collect(model, split)                 # weights (N, P), top patch (N,), hard predictions (N,)
     stats = weight_stats(looks.weights)           # per-position mean/std, entropy, how often each is on top
-    loc = localisation(looks.top, model.patch_boxes(), split.boxes, model.image_size)
+    loc = localisation({"model": looks.top}, model.patch_boxes(), split.boxes[looks.index], model.image_shape)
+
+`collect` reads any split batch by batch (in-memory, streamed files, rendered canvases; uint8 batches for a
+two-glance model, so a large image is never copied as floats whole); files that do not decode are left out,
+and `looks.index` says which images of the split were analysed. Grids may be non-square: (rows, cols).
 
 The report normalised glance 1's weights per position (subtract the position's mean over images, divide by its
 std) because its raw weights were nearly constant; `normalized_weights` does the same, and `weight_stats`
@@ -25,8 +29,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..data import Split
-from ..data.batches import eval_batches
+from ..data.batches import fetch, to_float
+from ..models.select import grid_shape
+from ..train.objectives import entropy  # the one entropy: (N, P) weights -> (N,) nats
 
 MEASURES = ("overlap", "contains_centre", "coverage")
 
@@ -34,27 +39,43 @@ MEASURES = ("overlap", "contains_centre", "coverage")
 @dataclass
 class Looks:
     weights: torch.Tensor  # (N, P) glance 1's softmax weights
-    top: torch.Tensor  # (N,) int64: the patch hard inference classifies (argmax of the weights)
-    predictions: torch.Tensor  # (N,) int64: the hard-inference class
+    top: torch.Tensor  # (N,) int64: the top patch hard inference classifies (argmax of the weights)
+    predictions: torch.Tensor  # (N,) int64: the hard-inference class, by the model's own rule (its top_k)
+    index: torch.Tensor  # (N,) int64: which images of the split these are (undecodable files left out)
+    labels: torch.Tensor  # (N,) int64: their labels
+    chosen: torch.Tensor  # (N, k) int64: the k = model.top_k patches hard inference classifies, best first
+
+    def __len__(self) -> int:
+        return self.top.shape[0]
 
 
 @torch.no_grad()
-def collect(model: nn.Module, split: Split, batch_size: int = 500) -> Looks:
-    """Run glance 1 (and hard inference) over `split`, with the model's own stages."""
+def collect(model: nn.Module, split, batch_size: int = 500, workers: int = 0) -> Looks:
+    """Run glance 1 (and hard inference) over `split`, with the model's own stages, `batch_size` images at a
+    time (lazy splits decoded by `workers` DataLoader processes, as `data.batches.eval_batches` does)."""
     model.eval()
-    weights, top, preds = [], [], []
-    for x, _ in eval_batches(split, batch_size=batch_size):
-        x = x.to(next(model.parameters()).device)  # (B, C, H, W) in [0, 1]
-        weights.append(model.patch_weights(x).cpu())  # (B, P)
-        logits, index = model.infer(x, "hard", 1)  # (B, K), (B, 1)
-        top.append(index[:, 0].cpu())
+    device = next(model.parameters()).device
+    uint8 = getattr(model, "accepts_uint8", False)  # the two-glance model reads uint8 itself
+    n = len(split)
+    index_lists = [torch.arange(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    weights, chosen, preds, kept = [], [], [], []
+    for index, x, keep in fetch(split, index_lists, workers):
+        if x.shape[0] == 0:
+            continue
+        x = x.to(device)  # (b, C, H, W) uint8
+        x = x if uint8 else to_float(x)
+        weights.append(model.patch_weights(x).cpu())  # (b, P)
+        logits, top_k = model.infer(x, "hard")  # (b, K), (b, k)
+        chosen.append(top_k.cpu())
         preds.append(logits.argmax(-1).cpu())
-    return Looks(torch.cat(weights), torch.cat(top), torch.cat(preds))
-
-
-def entropy(w: torch.Tensor) -> torch.Tensor:
-    """Entropy (nats) of each row of weights (N, P) -> (N,)."""
-    return -(w * w.clamp_min(1e-12).log()).sum(-1)
+        kept.append(index[keep])
+    p = model.num_patches
+    if not kept:
+        empty = torch.zeros(0, dtype=torch.long)
+        return Looks(torch.zeros(0, p), empty, empty, empty, empty, torch.zeros(0, model.top_k, dtype=torch.long))
+    chosen_all, index_all = torch.cat(chosen), torch.cat(kept)
+    return Looks(torch.cat(weights), chosen_all[:, 0], torch.cat(preds), index_all, split.labels[index_all],
+                 chosen_all)
 
 
 @dataclass
@@ -65,9 +86,11 @@ class WeightStats:
     entropy: torch.Tensor  # (N,) entropy of each image's weights, nats
     max_weight: torch.Tensor  # (N,) each image's largest weight
 
-    def summary(self, grid: int) -> dict:
+    def summary(self, grid: int | tuple[int, int]) -> dict:
+        """JSON-ready numbers; per-position maps as lists of grid rows ((rows, cols), or one int if square)."""
         p = self.mean.numel()
-        rows = lambda t: [[round(v, 6) for v in r] for r in t.reshape(grid, grid).tolist()]  # noqa: E731
+        shape = grid_shape(grid)
+        rows = lambda t: [[round(v, 6) for v in r] for r in t.reshape(shape).tolist()]  # noqa: E731
         return {
             "positions": p,
             "mean": rows(self.mean), "std": rows(self.std), "top_share": rows(self.top_share),
@@ -112,15 +135,17 @@ def patch_scores_against_boxes(patch_boxes: torch.Tensor, boxes: torch.Tensor) -
     return {"overlap": ((iw * ih) > 0).double(), "contains_centre": inside.double(), "coverage": iw * ih / area}
 
 
-def centre_patches(patch_boxes: torch.Tensor, image_size: int) -> torch.Tensor:
-    """Indices of the patch(es) whose centre is nearest the image centre (several on an even grid)."""
-    centres = (patch_boxes[:, :2] + patch_boxes[:, 2:]).double() / 2  # (P, 2)
-    d = ((centres - image_size / 2) ** 2).sum(-1)  # (P,)
+def centre_patches(patch_boxes: torch.Tensor, image_size: int | tuple[int, int]) -> torch.Tensor:
+    """Indices of the patch(es) whose centre is nearest the image centre (several on an even grid);
+    `image_size` is H = W, or (H, W)."""
+    h, w = grid_shape(image_size)
+    centres = (patch_boxes[:, :2] + patch_boxes[:, 2:]).double() / 2  # (P, 2) as (x, y)
+    d = ((centres - torch.tensor([w / 2, h / 2], dtype=torch.float64)) ** 2).sum(-1)  # (P,)
     return torch.nonzero(d <= d.min() + 1e-9)[:, 0]
 
 
 def localisation(choices: dict[str, torch.Tensor], patch_boxes: torch.Tensor, boxes: torch.Tensor,
-                 image_size: int) -> dict[str, dict[str, float]]:
+                 image_size: int | tuple[int, int]) -> dict[str, dict[str, float]]:
     """measure -> {name of each choice in `choices` (N,) patch indices, "random", "centre", "best"} -> score.
 
     Each score is the mean over images; "random" is the exact expectation of a uniformly random patch.

@@ -20,6 +20,7 @@ class Split:
     labels: torch.Tensor  # (N,) int64
     classes: list[str]
     boxes: torch.Tensor | None = None  # (N, 4) int64 (x0, y0, x1, y1) of the object, when known
+    skipped: int = 0  # files of the source that did not decode and were left out (each warned about once)
 
     def __post_init__(self) -> None:
         assert self.images.dtype == torch.uint8 and self.images.dim() == 4, self.images.shape
@@ -41,7 +42,7 @@ class Split:
 
     def subset(self, index: torch.Tensor | slice) -> "Split":
         boxes = None if self.boxes is None else self.boxes[index]
-        return Split(self.images[index], self.labels[index], self.classes, boxes)
+        return Split(self.images[index], self.labels[index], self.classes, boxes, self.skipped)
 
 
 from .registry import DATASETS, load_split  # noqa: E402  (after Split: the loaders import it)

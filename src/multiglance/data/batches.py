@@ -95,7 +95,8 @@ def augment(x: torch.Tensor, keep: torch.Tensor, crop_padding: int, flip: bool,
 
 
 class _Batches(torch.utils.data.Dataset):
-    """Batch i of a lazy split: `split.take(index_lists[i])` (decoded in a DataLoader worker when workers > 0)."""
+    """Batch i of a lazy split: `split.take(index_lists[i])`, decoded in a DataLoader worker. The worker's
+    warnings (files that do not decode) travel back with the batch and are given in the main process."""
 
     def __init__(self, split, index_lists: list[torch.Tensor]):
         self.split, self.index_lists = split, index_lists
@@ -105,27 +106,29 @@ class _Batches(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         index = self.index_lists[i]
-        x, keep = self.split.take(index)
-        return index, x, keep
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            x, keep = self.split.take(index)
+        return index, x, keep, [str(w.message) for w in caught]
 
 
 def fetch(split, index_lists: list[torch.Tensor], workers: int = 0):
     """Yield (index (b,), uint8 images (b', C, H, W), keep (b,) bool) for each index list, in order. In-memory
     splits are sliced in place; lazy ones (streamed files, rendered canvases) are decoded by `workers`
-    DataLoader processes, a few batches ahead. Files that failed to decode are named in one warning each."""
+    DataLoader processes, a few batches ahead. A file that does not decode is named in one warning (once per
+    file) and counted in `split.skipped`."""
     if isinstance(getattr(split, "images", None), torch.Tensor) or workers <= 0 or len(index_lists) <= 1:
-        batches = (( i, *split.take(i)) for i in index_lists)
-    else:
-        loader = torch.utils.data.DataLoader(_Batches(split, index_lists), batch_size=None, shuffle=False,
-                                             num_workers=min(workers, len(index_lists)), prefetch_factor=2)
-        batches = iter(loader)
-    for index, x, keep in batches:
-        if not bool(keep.all()):
-            files = getattr(split, "files", None)
+        yield from ((i, *split.take(i)) for i in index_lists)  # take() warns and counts itself
+        return
+    loader = torch.utils.data.DataLoader(_Batches(split, index_lists), batch_size=None, shuffle=False,
+                                         num_workers=min(workers, len(index_lists)), prefetch_factor=2)
+    for index, x, keep, messages in loader:
+        if messages and hasattr(split, "note_skipped"):
+            failed = []
             for i in index[~keep].tolist():
-                name = files[i] if files is not None else f"image {i}"
-                warnings.warn(f"skipping {name}: it does not decode (counted in the run's skipped_images)")
-            split.skipped = getattr(split, "skipped", 0) + int((~keep).sum())
+                head = f"skipping {split.where(i)}: "
+                failed.append((i, next((m[len(head):] for m in messages if m.startswith(head)), "it does not decode")))
+            split.note_skipped(failed)  # warns once per file, here, and counts
         yield index, x, keep
 
 

@@ -4,9 +4,12 @@
 grayscale (C=1) uint8, whatever the stored mode: palette, grayscale and 1-bit are expanded, 16-bit and
 32-bit samples are scaled to 8 bits, CMYK and YCbCr are converted, and transparency is composited on black
 (a transparent pixel is black, a half-transparent one half as bright). Animated files give their first
-frame. Anything that is not a readable image (empty, truncated, a text file named `.jpg`, over
-`MAX_PIXELS`) is a `DataError` naming the file. `load_image_file(path)` does the same for a user's image
-on disk and also applies its EXIF orientation, as a photo viewer would.
+frame. Anything that is not a readable image (empty, truncated, a text file named `.jpg`, over the pixel
+limit) is a `DataError` naming the file. The limit guards against decompression bombs (a small file that
+declares a huge image); it is `MAX_PIXELS` unless `$MULTIGLANCE_MAX_PIXELS` or `set_max_pixels(n)` (the
+config's `data.max_pixels`) raises or lowers it, and Pillow's own guard is kept at least as high.
+`load_image_file(path)` does the same for a user's image on disk and also applies its EXIF orientation, as
+a photo viewer would.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from PIL import Image, ImageOps
 from ..errors import DataError
 
 MAX_PIXELS = 1 << 26  # 67 M pixels (an 8192 x 8192 image): larger is refused before any pixel is decoded
+ENV_MAX_PIXELS = "MULTIGLANCE_MAX_PIXELS"
 MAX_FILE_BYTES = 1 << 28  # 256 MiB: the largest image file `load_image_file` reads
 
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
@@ -62,25 +66,81 @@ def _to_array(img: Image.Image, mode: str) -> np.ndarray:
     return a if a.ndim == 3 else np.repeat(a[..., None], 3, axis=2)
 
 
-def decode_image(data: bytes, name: str, mode: str = "RGB", *, max_pixels: int = MAX_PIXELS,
+def pixel_limit() -> int:
+    """The pixel limit in force: `$MULTIGLANCE_MAX_PIXELS` if set (by the user, or by `set_max_pixels`, so
+    that DataLoader worker processes inherit it), else `MAX_PIXELS`."""
+    text = os.environ.get(ENV_MAX_PIXELS, "").strip()
+    if not text:
+        return MAX_PIXELS
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise DataError(f"{ENV_MAX_PIXELS}={os.environ[ENV_MAX_PIXELS]!r} must be a whole number of pixels >= 1 "
+                        f"(e.g. {MAX_PIXELS}); fix or unset it")
+    return n
+
+
+_ours: tuple[str | None, str] | None = None  # (the value before our first set, the value set_max_pixels wrote)
+
+
+def set_max_pixels(n: int | None) -> None:
+    """Set the decompression-bomb limit (pixels per image) for this process and the processes it starts (the
+    config's `data.max_pixels`, through `$MULTIGLANCE_MAX_PIXELS`); None undoes an earlier call, restoring the
+    user's own `$MULTIGLANCE_MAX_PIXELS` if they set one, else `MAX_PIXELS`. Pillow's own guard
+    (`Image.MAX_IMAGE_PIXELS`) is raised to match if needed."""
+    global _ours
+    current = os.environ.get(ENV_MAX_PIXELS)
+    mine = _ours is not None and current == _ours[1]  # still the value we wrote
+    if n is None:
+        if mine and _ours[0] is None:
+            os.environ.pop(ENV_MAX_PIXELS, None)
+        elif mine:
+            os.environ[ENV_MAX_PIXELS] = _ours[0]
+        _ours = None
+        return
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise DataError(f"the pixel limit must be a whole number >= 1, got {n!r}; set data.max_pixels to one")
+    _ours = (_ours[0] if mine else current, str(n))
+    os.environ[ENV_MAX_PIXELS] = str(n)
+    _raise_pillow_limit(n)
+
+
+def _raise_pillow_limit(n: int) -> None:
+    """Pillow refuses images over 2 * MAX_IMAGE_PIXELS in `Image.open`: keep that above our own limit."""
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < n:
+        Image.MAX_IMAGE_PIXELS = n
+
+
+def _one_line(e: BaseException, limit: int = 160) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0][:limit] if lines else "no message"
+
+
+def decode_image(data: bytes, name: str, mode: str = "RGB", *, max_pixels: int | None = None,
                  orient: bool = False) -> np.ndarray:
     """The pixels of image file bytes `data` as uint8 (H, W, 3) for mode "RGB" or (H, W, 1) for "L".
 
     `name` is only used in error messages. `orient` applies the EXIF orientation tag (for photos).
-    Raises DataError, and only DataError, for anything that cannot be decoded.
+    `max_pixels`: refuse larger images (default: `pixel_limit()`). Raises DataError, and only DataError,
+    for anything that cannot be decoded.
     """
     if mode not in ("RGB", "L"):
         raise ValueError(f"mode must be 'RGB' or 'L', not {mode!r}")
     if not data:
         raise DataError(f"{name}: empty file (0 bytes); replace or remove it")
+    limit = max_pixels if max_pixels is not None else pixel_limit()
+    _raise_pillow_limit(limit)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # bomb warnings (our limit decides), "Corrupt EXIF data", ...
             with Image.open(io.BytesIO(data)) as img:
                 w, h = img.size
-                if w * h > max_pixels:
-                    raise DataError(f"{name}: {w}x{h} pixels, over the limit of {max_pixels}; refusing a "
-                                    "possible decompression bomb, resize the image first")
+                if w * h > limit:
+                    raise DataError(f"{name}: {w}x{h} pixels, over the limit of {limit}; refusing a possible "
+                                    f"decompression bomb: resize the image, or raise the limit (data.max_pixels, "
+                                    f"or {ENV_MAX_PIXELS}={w * h}) if the file is genuine")
                 img.load()  # decodes the first frame; raises on truncation
                 if orient:
                     img = ImageOps.exif_transpose(img)
@@ -91,11 +151,11 @@ def decode_image(data: bytes, name: str, mode: str = "RGB", *, max_pixels: int =
         raise DataError(f"{name}: not an image Pillow can read (a wrong extension or a corrupt file?); "
                         "replace or remove it") from None
     except Image.DecompressionBombError:
-        raise DataError(f"{name}: too many pixels; refusing a possible decompression bomb, resize the image "
-                        "first") from None
+        raise DataError(f"{name}: too many pixels; refusing a possible decompression bomb: resize the image, or "
+                        f"raise the limit (data.max_pixels, or {ENV_MAX_PIXELS}) if the file is genuine") from None
     except Exception as e:  # noqa: BLE001 - Pillow's decoders raise many types on hostile bytes
-        raise DataError(f"{name}: cannot decode the image ({type(e).__name__}: {e}); the file is truncated "
-                        "or corrupt, replace or remove it") from e
+        raise DataError(f"{name}: cannot decode the image ({type(e).__name__}: {_one_line(e)}); the file is "
+                        "truncated or corrupt, replace or remove it") from e
     if out.ndim != 3 or out.shape[0] == 0 or out.shape[1] == 0:
         raise DataError(f"{name}: the image has no pixels ({w}x{h}); replace or remove it")
     out = np.ascontiguousarray(out, dtype=np.uint8)

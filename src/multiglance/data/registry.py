@@ -50,6 +50,11 @@ def default_root(name: str) -> Path | None:
     return None
 
 
+def reads_files(name: str) -> bool:
+    """Whether data set `name` reads a file or folder (`--data`); the embedded generators read none."""
+    return name not in DATASETS or DATASETS[name][1] is not None or name in ("folder", "folder-stream")
+
+
 def is_generated_canvases(name: str) -> bool:
     """True for the MNIST canvas data sets, whose loaders draw `n` canvases with a `seed` (any number, any seed)."""
     return name in DATASETS and DATASETS[name][0].startswith("canvases:")

@@ -6,7 +6,9 @@ directly (see `archive.open_tree`):
 - `load_cifar10`: the official python batches (`cifar-10-batches-py/`, a folder holding it, or
   `cifar-10-python.tar.gz`), read with a restricted unpickler, or a class-folder tree/zip such as
   `cifar10-jpeg.zip` (`train/<class>/*.jpg`, `test/<class>/*.jpg`), classes in the official order.
-- `load_folder`: `ROOT/train/CLASS/**/*.jpg|png|...` and `ROOT/test/...` (or `val/`), classes sorted.
+- `load_folder`: `ROOT/train/CLASS/**/*.jpg|png|...` and `ROOT/test/...` (or `val/`), classes sorted; a tree
+  with train/ alone or a flat `ROOT/CLASS/` tree tests on a seeded 10% held out of it (`classes.list_split`).
+  EXIF orientation is applied (photos), as the streaming loader does.
 - `load_tiny_imagenet`: the official `tiny-imagenet-200/` layout; "test" is its labelled `val/`.
   Boxes come from `*_boxes.txt` / `val_annotations.txt`, whose inclusive ends become exclusive.
 - `load_mnist`: the official IDX files, gzipped or raw.
@@ -22,7 +24,6 @@ import io
 import json
 import os
 import pickle
-import re
 import struct
 import warnings
 import zlib
@@ -35,34 +36,41 @@ import torch
 from ..errors import DataError
 from . import Split
 from .archive import MAX_ENTRY_BYTES, Tree, open_tree
+from .classes import IMAGE_EXTENSIONS, Listing, list_split
+from .classes import natural as _natural
 from .images import decode_image
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 CACHE_VERSION = 1  # bump when a loader's output changes, so old cache entries are not reused
+FOLDER_CACHE_VERSION = 2  # load_folder alone: 2 = EXIF orientation applied, test held out of train-only trees
 
 
-def _natural(name: str) -> list:
-    """Sort key that puts 'img_2.jpg' before 'img_10.jpg'."""
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
-
-
-def _decode_all(tree: Tree, names: Sequence[str]) -> np.ndarray:
-    """Decode `names` into one uint8 array (N, 3, H, W); every image must have the first one's size."""
+def _decode_all(tree: Tree, names: Sequence[str], *, orient: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Decode `names` into one uint8 array (n, 3, H, W) and the (N,) bool mask of the names it holds: a file that
+    does not decode is skipped with one warning naming it; every image must have the first one's size.
+    `orient`: apply EXIF orientation (a user's photos; never for the published data sets)."""
     if not names:
         raise DataError(f"{tree.where('')}: no images found; check the data path and layout")
     index, out, first = {n: i for i, n in enumerate(names)}, None, ""
+    keep = np.zeros(len(names), bool)
     for name, data in tree.iter_read(names):
-        img = decode_image(data, tree.where(name))  # (H, W, 3)
+        try:
+            img = decode_image(data, tree.where(name), orient=orient)  # (H, W, 3)
+        except DataError as e:
+            warnings.warn(f"skipping {e}")
+            continue
         if out is None:
             out, first = np.empty((len(names), 3, *img.shape[:2]), np.uint8), name  # (N, 3, H, W)
         elif img.shape[:2] != out.shape[2:]:
             (h, w), (eh, ew) = img.shape[:2], out.shape[2:]
             raise DataError(f"{tree.where(name)} is {w}x{h} but {tree.where(first)} is {ew}x{eh}; all images "
-                            f"must have one size, resize them first (e.g. all to {ew}x{eh})")
+                            f"must have one size: resize them first (e.g. all to {ew}x{eh}), or stream them "
+                            "resized to model.image_size with --set data.stream=true")
         out[index[name]] = img.transpose(2, 0, 1)
-    assert out is not None
-    return out
+        keep[index[name]] = True
+    if out is None:
+        raise DataError(f"{tree.where('')}: none of the {len(names)} images decodes; check the files")
+    return out[keep], keep
 
 
 def _split(images: np.ndarray, labels: Sequence[int] | np.ndarray, classes: Sequence[str],
@@ -97,7 +105,9 @@ def _cache_get(stem: str) -> Split | None:
         arrays = {k: np.load(f"{stem}.{k}.npy", allow_pickle=False) for k in meta["crc"]}
         if any(list(a.shape) != meta["shape"][k] or zlib.crc32(a.data) != meta["crc"][k] for k, a in arrays.items()):
             raise ValueError("the arrays do not match their record")
-        return _split(arrays["images"], arrays["labels"], meta["classes"], arrays.get("boxes"))
+        split = _split(arrays["images"], arrays["labels"], meta["classes"], arrays.get("boxes"))
+        split.skipped = int(meta.get("skipped", 0))
+        return split
     except (FileNotFoundError, NotADirectoryError):
         return None
     except Exception as e:  # noqa: BLE001 - any damage means: rebuild
@@ -110,7 +120,7 @@ def _cache_put(stem: str, split: Split) -> None:
     arrays = {"images": split.images.numpy(), "labels": split.labels.numpy()}
     if split.boxes is not None:
         arrays["boxes"] = split.boxes.numpy()
-    meta = {"classes": split.classes, "shape": {k: list(a.shape) for k, a in arrays.items()},
+    meta = {"classes": split.classes, "skipped": split.skipped, "shape": {k: list(a.shape) for k, a in arrays.items()},
             "crc": {k: zlib.crc32(np.ascontiguousarray(a).data) for k, a in arrays.items()}}
     writes = [(f"{stem}.{k}.npy", lambda f, a=a: np.save(f, a)) for k, a in arrays.items()]
     writes.append((f"{stem}.json", lambda f: f.write(json.dumps(meta).encode())))
@@ -146,36 +156,36 @@ def _cached(kind: str, root: str | os.PathLike, split: str, build: Callable[[], 
 
 # ------------------------------------------------------------------------------------- class folders #
 
-def _class_folders(tree: Tree, split: str, classes: Sequence[str] | None = None) -> Split:
-    """Images under `<split dir>/<class>/**` of the shallowest folder holding train/, test/ or val/."""
-    tree = tree.find_root("train/", "test/", "val/", hint="expected ROOT/train/CLASS/*.jpg and ROOT/test/...")
-    by_dir: dict[str, dict[str, list[str]]] = {}
-    for name in tree.names():
-        parts = name.split("/")
-        if len(parts) >= 3 and name.lower().endswith(IMAGE_EXTENSIONS):
-            by_dir.setdefault(parts[0], {}).setdefault(parts[1], []).append(name)
-    dirs = ["train"] if split == "train" else ["test", "val"]
-    found = [d for d in dirs if d in by_dir]
-    if not found:
-        raise DataError(f"{tree.where('')}: no images in {' or '.join(d + '/CLASS/' for d in dirs)}; "
-                        f"expected ROOT/{dirs[0]}/CLASS/*.jpg")
-    groups = by_dir[found[0]]
-    classes = sorted(by_dir.get("train", groups)) if classes is None else classes
-    extra = sorted(set(groups) - set(classes))
-    if extra:
-        raise DataError(f"{tree.where(found[0])}: class folders {extra} are not among the classes {list(classes)} "
-                        "(those of train/, or CIFAR-10's); rename or remove them")
-    names = [sorted(groups.get(c, []), key=_natural) for c in classes]  # per class, in file order
-    labels = [label for label, files in enumerate(names) for _ in files]
-    return _split(_decode_all(tree, sum(names, [])), labels, classes)
+def _class_listing(tree: Tree, split: str, classes: Sequence[str] | None = None, *,
+                   holdout_test: bool = True) -> Listing:
+    """`classes.list_split`, its notes given as warnings (empty class folders, classes a split lacks, a test
+    split held out from train/)."""
+    listing = list_split(tree, split, classes=classes, holdout_test=holdout_test)
+    for note in listing.notes:
+        warnings.warn(note)
+    return listing
+
+
+def _class_folders(tree: Tree, split: str, classes: Sequence[str] | None = None, *, folder: bool = True) -> Split:
+    """The images of `split` of a class-folder tree (`classes.list_split`). `folder`: a user's tree (a test split
+    is held out from train/ when there is none; EXIF orientation applied); False: a published data set's zip."""
+    listing = _class_listing(tree, split, classes, holdout_test=folder)
+    images, keep = _decode_all(listing.tree, listing.files, orient=folder)
+    split = _split(images, listing.labels[keep], listing.classes)
+    split.skipped = int((~keep).sum())
+    return split
 
 
 def load_folder(root: str | os.PathLike, split: str, *, cache: bool = True) -> Split:
-    """A class-folder tree (folder, .zip or .tar): ROOT/train/CLASS/**/*.jpg and ROOT/test/ (or val/)."""
+    """A class-folder tree (folder, .zip or .tar): ROOT/train/CLASS/**/*.jpg and ROOT/test/ (or val/); a tree
+    with train/ alone, or a flat ROOT/CLASS/ one, tests on a seeded 10% of its images (`classes.list_split`)."""
     def build() -> Split:
         with open_tree(root) as tree:
             return _class_folders(tree, split)
-    return _cached("folder", root, split, build, cache)
+    if cache:  # the class-folder warnings, even when the pixels come from the cache (a listing: no decoding)
+        with open_tree(root) as tree:
+            _class_listing(tree, split)
+    return _cached(f"folder-v{FOLDER_CACHE_VERSION}", root, split, build, cache)
 
 
 # -------------------------------------------------------------------------------------------- CIFAR-10 #
@@ -271,7 +281,7 @@ def load_cifar10(root: str | os.PathLike, split: str, *, cache: bool = True) -> 
             try:
                 batches = tree.find_root(marker)
             except DataError:
-                return _class_folders(tree, split, CIFAR10_CLASSES)
+                return _class_folders(tree, split, CIFAR10_CLASSES, folder=False)
             return _cifar_batches(batches, split)
     return _cached("cifar10", path, split, build, cache)
 
@@ -319,7 +329,8 @@ def _tiny(root: str | os.PathLike, split: str) -> Split:
                                     "in wnids.txt")
                 items.append((f"val/images/{file}", label_of[wnid], [int(v) for v in box]))
         names = [n for n, _, _ in items]
-        images = _decode_all(tree, names)  # (N, 3, 64, 64), grayscale expanded to RGB
+        images, keep = _decode_all(tree, names)  # (N, 3, 64, 64), grayscale expanded to RGB
+        items = [item for item, k in zip(items, keep) if k]
     h, w = images.shape[2:]
     boxes = np.asarray([b for _, _, b in items], np.int64).reshape(-1, 4) + [0, 0, 1, 1]  # exclusive ends
     return _split(images, [label for _, label, _ in items], wnids, np.clip(boxes, 0, [w, h, w, h]))

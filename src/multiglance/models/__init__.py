@@ -6,3 +6,4 @@ from . import presets  # noqa: F401  (registers the presets)
 __all__ = ["COMBINE_MODES", "OneGlance", "TwoGlance", "combine", "build_model", "create_model", "get_preset",
            "list_models", "register_model"]
 from . import presets_beyond  # noqa: E402,F401  (beyond the report: MNIST canvases, the CIFAR-10 front)
+from . import presets_large  # noqa: E402,F401  (large images: a folder of photos, megapixel MNIST, photo scenes)

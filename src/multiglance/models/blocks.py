@@ -13,22 +13,25 @@ def pooled_size(size: int, pool_stride: int) -> int:
 class ConvStack(nn.Module):
     """Layers of conv 3x3 (pad 1) + [BatchNorm] + ReLU + max-pool 3x3 (pad 1), then flatten.
 
-    (B, C, S, S) -> (B, channels[-1] * s * s) where s is `S` pooled once per layer.
+    (B, C, H, W) -> (B, channels[-1] * h * w) where h, w are H, W pooled once per layer; `size` is H = W (an int)
+    or (H, W). `out_shape` is (channels[-1], h, w), the feature map before flattening.
     """
 
-    def __init__(self, *, in_channels: int, channels: tuple[int, ...], size: int, pool_stride: int,
-                 batchnorm: bool = False):
+    def __init__(self, *, in_channels: int, channels: tuple[int, ...], size: int | tuple[int, int],
+                 pool_stride: int, batchnorm: bool = False):
         super().__init__()
         layers: list[nn.Module] = []
         c = in_channels
+        h, w = (size, size) if isinstance(size, int) else size
         for out in channels:
             layers.append(nn.Conv2d(c, out, 3, padding=1, bias=not batchnorm))
             if batchnorm:
                 layers.append(nn.BatchNorm2d(out))
             layers += [nn.ReLU(inplace=True), nn.MaxPool2d(3, stride=pool_stride, padding=1)]
-            c, size = out, pooled_size(size, pool_stride)
+            c, h, w = out, pooled_size(h, pool_stride), pooled_size(w, pool_stride)
         self.body = nn.Sequential(*layers)
-        self.out_features = c * size * size
+        self.out_shape = (c, h, w)
+        self.out_features = c * h * w
         for m in self.body:
             if isinstance(m, nn.Conv2d):  # He init: keeps activations from shrinking layer by layer (no BN)
                 nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")

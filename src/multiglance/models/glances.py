@@ -1,16 +1,34 @@
-"""The one-glance baseline and the two-glance model of DEVELOPERS.md.
+"""The one-glance baseline and the two-glance model of DEVELOPERS.md: one `TwoGlance` whose parts are options.
 
-TwoGlance, stage by stage (B images, P patches of size p, K classes):
-    thumbnail(x)          (B, C, H, W) -> (B, C, t, t)      antialiased downsample
-    patch_scores(x)       (B, C, H, W) -> (B, P)            glance 1: "where to look" (pre-softmax)
-    patch_weights(x)      (B, C, H, W) -> (B, P)            softmax of the scores, w
-    patches(x)            (B, C, H, W) -> (B, P, C, p, p)   every patch (a strided view, then one copy)
-    select_patches(x, i)  (B, C, H, W), (B, k) -> (B, k, C, p, p)   only the chosen patches are copied
-    classify_patches(ps)  (B, n, C, p, p) -> (B, n, K)      glance 2: "what it is", shared weights, logits z
-Training combines all patches ("logits", "probs" or "mixture", see `combine`); inference is "hard" (glance 2
-on the top patch only, the default), "soft" (all patches, as in training) or top-k. Inputs are floats in [0, 1].
+TwoGlance, stage by stage (B images of C x H x W, as floats in [0, 1] or uint8 in [0, 255]; a th x tw
+thumbnail, th = thumb_size, tw = round(th * W / H); a gh x gw grid of P = gh * gw patches of side p; K classes;
+F1, F2 the flat feature sizes of glance 1 on the thumbnail and glance 2 on a patch; n patches chosen):
+    thumbnail(x)             (B, C, H, W) -> (B, C, th, tw)         antialiased downsample, floats in [0, 1]
+    glance1_features(x)      (B, C, H, W) -> (B, F1)                glance 1 on the normalised thumbnail
+    patch_scores(x)          (B, C, H, W) -> (B, P)                 "where to look" (pre-softmax), see `scorer`
+    patch_weights(x)         (B, C, H, W) -> (B, P)                 softmax of the scores, w
+    top_patches(s, k)        (B, P) -> (B, k)                       the k best, see `selection` (models/select.py)
+    patches(x)               (B, C, H, W) -> (B, P, C, p, p)        every patch, as x is (a strided view, one copy)
+    select_patches(x, i)     (B, C, H, W), (B, k) -> (B, k, C, p, p)  only the chosen patches are copied
+    normalize_patches(ps)    (B, n, C, p, p) -> (B, n, C, p, p)     floats, normalised as glance 2 expects
+    classify_patches(ps)     (B, n, C, p, p) -> (B, n, K)           glance 2: "what it is", shared weights, logits z
+    infer(x, mode, k)        (B, C, H, W) -> (B, K), (B, k)         test-time answer, the patches looked at
+    classify(x, k)           (B, C, H, W) -> (B, K), (B,)           probabilities, the top patch
+    patch_boxes()            () -> (P, 4)                           (x0, y0, x1, y1) in input pixels
+Only what is used is normalised: the thumbnail, and the patches cut from the raw input, so a uint8 megapixel
+canvas becomes floats only for the moment it takes to resize it.
+
+Options (keywords of the constructor): `scorer` "dense" (the report's affine layer on glance 1's flat features,
+P x F1 weights) or "conv" (`ScoreMap`: a conv head on glance 1's feature map, sampled at the patch centres, ~10k
+weights for any P); `selection` "topk" or "nms" (top-k with non-maximum suppression within `nms_radius` grid
+steps); `topk_combine` "weights" (glance 1's scores softmaxed over the k chosen, then `combine`) or "equal" (the
+mean of the k patches' probabilities, as its log); `choice` how training chooses (see `forward`).
+Training combines patches ("logits", "probs" or "mixture", see `combine`); inference is "hard" (glance 2 on the
+top-k patches, the default k = 1) or "soft" (all patches, as in soft training).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -18,17 +36,24 @@ from torch import nn
 
 from ..errors import ConfigError
 from .blocks import ConvStack, Normalize, head
+from .select import gumbel_perturb, select_topk
 
 COMBINE_MODES = ("logits", "probs", "mixture")
 INFERENCE_MODES = ("hard", "soft")
-CHOICE_MODES = ("soft", "gumbel", "reinforce", "oracle")
+CHOICE_MODES = ("soft", "gumbel", "reinforce", "oracle", "topk")
+SCORERS = ("dense", "conv")
+SELECTIONS = ("topk", "nms")
+TOPK_COMBINES = ("weights", "equal")
+EXPLORE_BY = ("sample", "ink")
 
 
-def resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Antialiased bilinear resize of (B, C, H, W) to (B, C, size, size); identity when already that size."""
-    if x.shape[-1] == size and x.shape[-2] == size:
+def resize(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Antialiased bilinear resize of (B, C, H, W) to (B, C, h, w), `size` = h = w or (h, w); identity when
+    already that size."""
+    h, w = (size, size) if isinstance(size, int) else size
+    if x.shape[-2] == h and x.shape[-1] == w:
         return x
-    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
 
 
 def combine(w: torch.Tensor, z: torch.Tensor, mode: str) -> torch.Tensor:
@@ -45,6 +70,11 @@ def combine(w: torch.Tensor, z: torch.Tensor, mode: str) -> torch.Tensor:
     if mode == "mixture":
         return torch.logsumexp(torch.log(w.clamp_min(1e-12))[..., None] + z.log_softmax(-1), dim=1)
     raise ConfigError(f"unknown combine mode {mode!r}; choose one of {', '.join(COMBINE_MODES)}")
+
+
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    """uint8 in [0, 255] -> a new float tensor in [0, 1]; floats are returned as they are (no copy)."""
+    return x.float().div_(255) if x.dtype == torch.uint8 else x
 
 
 class OneGlance(nn.Module):
@@ -70,38 +100,83 @@ class OneGlance(nn.Module):
         return self(x).softmax(-1), None
 
 
+class ScoreMap(nn.Module):
+    """scorer="conv": (B, C*f*g) flat glance-1 features -> (B, P) patch scores. Conv 3x3 + ReLU + conv 1x1 on the
+    (C, f, g) feature map, sampled bilinearly at the P patch centres (normalised (x, y), a fixed buffer): the
+    same small detector everywhere, ~9 * C * width weights whatever the number of patches."""
+
+    def __init__(self, *, channels: int, fmap: tuple[int, int], centres: torch.Tensor, width: int = 32):
+        super().__init__()
+        self.channels, self.fmap = channels, fmap
+        self.body = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=True),
+                                  nn.Conv2d(width, 1, 1))
+        self.register_buffer("centres", centres[None, None], persistent=False)  # (1, 1, P, 2) as (x, y)
+
+    def score_map(self, features: torch.Tensor) -> torch.Tensor:
+        f = features.view(-1, self.channels, *self.fmap)  # (B, C, f, g)
+        return self.body(f)  # (B, 1, f, g)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        m = self.score_map(features)  # (B, 1, f, g)
+        grid = self.centres.expand(m.shape[0], -1, -1, -1)  # (B, 1, P, 2)
+        return F.grid_sample(m, grid, mode="bilinear", align_corners=False)[:, 0, 0]  # (B, P)
+
+
 class TwoGlance(nn.Module):
-    """Glance 1 on a thumbnail chooses a patch; glance 2 classifies patches. See the module docstring."""
+    """Glance 1 on a thumbnail chooses patches; glance 2 classifies them. See the module docstring."""
 
     kind = "two"
+    accepts_uint8 = True  # batches may stay uint8: only the thumbnail and the chosen patches become float
 
     def __init__(self, *, in_channels: int, num_classes: int, image_size: int, channels: tuple[int, ...],
                  pool_stride: int, patch_size: int, patch_stride: int, thumb_size: int,
-                 glance1_channels: tuple[int, ...] | None = None, combine: str = "logits",
-                 inference: str = "hard", top_k: int = 1, choice: str = "soft", tau: float = 1.0,
-                 fuse: bool = False, hidden: int = 0, batchnorm: bool = False):
+                 image_width: int | None = None, glance1_channels: tuple[int, ...] | None = None,
+                 combine: str = "logits", inference: str = "hard", top_k: int = 1, choice: str = "soft",
+                 tau: float = 1.0, fuse: bool = False, hidden: int = 0, batchnorm: bool = False,
+                 scorer: str = "dense", score_width: int = 32, selection: str = "topk", nms_radius: int = 1,
+                 topk_combine: str = "weights", explore: int = 0, explore_by: str = "sample"):
         super().__init__()
-        if patch_size > image_size or (image_size - patch_size) % patch_stride:
+        h, w = image_size, image_width or image_size
+        if (patch_stride < 1 or patch_size > min(h, w) or (h - patch_size) % patch_stride
+                or (w - patch_size) % patch_stride):
             raise ConfigError(
                 f"a grid of {patch_size}x{patch_size} patches with stride {patch_stride} does not tile a "
-                f"{image_size}x{image_size} image; choose patch_size/patch_stride with "
-                f"(image_size - patch_size) divisible by patch_stride")
-        for name, value, allowed in (("combine", combine, COMBINE_MODES), ("inference", inference,
-                                     INFERENCE_MODES), ("choice", choice, CHOICE_MODES)):
+                f"{h}x{w} image; choose patch_size/patch_stride with (image_size - patch_size) and "
+                f"(image_width - patch_size) divisible by patch_stride")
+        for name, value, allowed in (("combine", combine, COMBINE_MODES), ("inference", inference, INFERENCE_MODES),
+                                     ("choice", choice, CHOICE_MODES), ("scorer", scorer, SCORERS),
+                                     ("selection", selection, SELECTIONS),
+                                     ("topk_combine", topk_combine, TOPK_COMBINES),
+                                     ("explore_by", explore_by, EXPLORE_BY)):
             if value not in allowed:
                 raise ConfigError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
-        self.image_size, self.patch_size, self.patch_stride = image_size, patch_size, patch_stride
-        self.thumb_size = thumb_size
-        self.grid = (image_size - patch_size) // patch_stride + 1  # patches per side
-        self.num_patches = self.grid ** 2
+        for name, value, low in (("thumb_size", thumb_size, 1), ("score_width", score_width, 1),
+                                 ("nms_radius", nms_radius, 0), ("explore", explore, 0)):
+            if value < low:
+                raise ConfigError(f"{name}={value} must be at least {low}")
+        self.image_size, self.image_width, self.image_shape = h, w, (h, w)
+        self.patch_size, self.patch_stride = patch_size, patch_stride
+        self.thumb_size, self.thumb_shape = thumb_size, (thumb_size, max(1, round(thumb_size * w / h)))
+        self.grid = ((h - patch_size) // patch_stride + 1, (w - patch_size) // patch_stride + 1)  # (gh, gw)
+        self.num_patches = self.grid[0] * self.grid[1]
         if not 1 <= top_k <= self.num_patches:
             raise ConfigError(f"top_k={top_k} must be between 1 and the number of patches ({self.num_patches})")
+        if choice == "topk" and top_k + explore > self.num_patches:
+            raise ConfigError(f"top_k + explore = {top_k + explore} training patches, but there are only "
+                              f"{self.num_patches}; lower top_k or explore")
         self.combine, self.inference, self.top_k = combine, inference, top_k
         self.choice, self.tau, self.fuse = choice, tau, fuse
+        self.scorer, self.selection, self.nms_radius = scorer, selection, nms_radius
+        self.topk_combine, self.explore, self.explore_by = topk_combine, explore, explore_by
+        self.generator: torch.Generator | None = None  # exploration noise (choice="topk"); None: the global RNG
         self.normalize = Normalize(in_channels)
-        self.glance1 = ConvStack(in_channels=in_channels, channels=glance1_channels or channels, size=thumb_size,
-                                 pool_stride=pool_stride, batchnorm=batchnorm)
-        self.where = nn.Linear(self.glance1.out_features, self.num_patches)
+        self.glance1 = ConvStack(in_channels=in_channels, channels=glance1_channels or channels,
+                                 size=self.thumb_shape, pool_stride=pool_stride, batchnorm=batchnorm)
+        if scorer == "dense":
+            self.where = nn.Linear(self.glance1.out_features, self.num_patches)
+        else:
+            c, fh, fw = self.glance1.out_shape
+            self.where = ScoreMap(channels=c, fmap=(fh, fw), centres=self._patch_centres(), width=score_width)
         self.glance2 = ConvStack(in_channels=in_channels, channels=channels, size=patch_size,
                                  pool_stride=pool_stride, batchnorm=batchnorm)
         context = self.glance1.out_features if fuse else 0
@@ -110,13 +185,29 @@ class TwoGlance(nn.Module):
         self.last_log_prob: torch.Tensor | None = None  # (B,) log w of the sampled patch (choice="reinforce")
         self.last_patch_logits: torch.Tensor | None = None  # (B, P, K) every patch's z (choice="oracle")
         self.last_scores: torch.Tensor | None = None  # (B, P) glance 1's scores (choice="oracle")
+        self.last_selected_logits: torch.Tensor | None = None  # (B, n, K) the chosen patches' z (choice="topk")
+        self.last_selected_index: torch.Tensor | None = None  # (B, n) their indices (choice="topk")
+
+    @property
+    def radius(self) -> int:
+        """Suppression radius of `top_patches` in grid steps (0: plain top-k)."""
+        return self.nms_radius if self.selection == "nms" else 0
+
+    def _patch_centres(self) -> torch.Tensor:
+        """(P, 2) patch centres as (x, y) in grid_sample's coordinates: -1 and 1 are the image's outer edges."""
+        (gh, gw), (h, w), p, s = self.grid, self.image_shape, self.patch_size, self.patch_stride
+        cy = (torch.arange(gh) * s + p / 2) / h * 2 - 1  # (gh,)
+        cx = (torch.arange(gw) * s + p / 2) / w * 2 - 1  # (gw,)
+        yy, xx = torch.meshgrid(cy, cx, indexing="ij")  # (gh, gw) each
+        return torch.stack([xx.flatten(), yy.flatten()], dim=-1)  # (P, 2)
 
     # ---- stages -------------------------------------------------------------------------------------------
     def thumbnail(self, x: torch.Tensor) -> torch.Tensor:
-        return resize(x, self.thumb_size)  # (B, C, t, t)
+        # a uint8 input is a float copy in [0, 1] only until resized; normalising commutes with the resize
+        return resize(to_unit(x), self.thumb_shape)  # (B, C, th, tw)
 
     def glance1_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.glance1(self.thumbnail(self.normalize(x)))  # (B, F1)
+        return self.glance1(self.normalize(self.thumbnail(x)))  # (B, F1)
 
     def patch_scores(self, x: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
         features = self.glance1_features(x) if features is None else features
@@ -125,19 +216,25 @@ class TwoGlance(nn.Module):
     def patch_weights(self, x: torch.Tensor) -> torch.Tensor:
         return self.patch_scores(x).softmax(-1)  # (B, P)
 
+    def top_patches(self, scores: torch.Tensor, k: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
+        return select_topk(scores, k, self.grid, self.radius, exclude=exclude)  # (B, k), distinct
+
     def _grid_view(self, x: torch.Tensor) -> torch.Tensor:
         p, s = self.patch_size, self.patch_stride
-        return x.unfold(2, p, s).unfold(3, p, s)  # (B, C, g, g, p, p), a view: nothing copied
+        return x.unfold(2, p, s).unfold(3, p, s)  # (B, C, gh, gw, p, p), a view: nothing copied
 
     def patches(self, x: torch.Tensor) -> torch.Tensor:
         b, c = x.shape[:2]
-        v = self._grid_view(x).permute(0, 2, 3, 1, 4, 5)  # (B, g, g, C, p, p)
+        v = self._grid_view(x).permute(0, 2, 3, 1, 4, 5)  # (B, gh, gw, C, p, p)
         return v.reshape(b, self.num_patches, c, self.patch_size, self.patch_size)  # (B, P, C, p, p)
 
     def select_patches(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        rows, cols = index // self.grid, index % self.grid  # (B, k) each
+        rows, cols = index // self.grid[1], index % self.grid[1]  # (B, k) each
         batch = torch.arange(x.shape[0], device=x.device)[:, None]  # (B, 1)
         return self._grid_view(x)[batch, :, rows, cols]  # (B, k, C, p, p): only these are copied
+
+    def normalize_patches(self, patches: torch.Tensor) -> torch.Tensor:
+        return self.normalize(to_unit(patches))  # (B, n, C, p, p) floats
 
     def classify_patches(self, patches: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         b, n = patches.shape[:2]
@@ -149,23 +246,59 @@ class TwoGlance(nn.Module):
             f = torch.cat([f, context[:, None, :].expand(b, n, context.shape[-1])], dim=-1)  # (B, n, F2+F1)
         return self.what(f)  # (B, n, K)
 
+    def _classify_chosen(self, x: torch.Tensor, index: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        return self.classify_patches(self.normalize_patches(self.select_patches(x, index)), context)  # (B, n, K)
+
+    def ink_scores(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, P): each patch's mean intensity in [0, 1] over pixels and channels (average pools)."""
+        p, s = self.patch_size, self.patch_stride
+        u = x.float()  # (B, C, H, W)
+        if p % s == 0:  # means of s x s cells, then of (p/s)^2 cells: about H * W + P * (p/s)^2 additions
+            means = F.avg_pool2d(F.avg_pool2d(u, s), p // s, stride=1)  # (B, C, gh, gw)
+        else:
+            means = F.avg_pool2d(u, p, stride=s)  # (B, C, gh, gw)
+        return means.mean(1).flatten(1) / (255 if x.dtype == torch.uint8 else 1)  # (B, P)
+
+    def choose_patches(self, scores: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """choice="topk" training: (B, P) scores -> (B, n) indices, n = top_k + explore, no gradient: the top_k
+        best (as `selection` says), then `explore` others sampled without replacement (Gumbel top-k, noise from
+        `self.generator`) from glance 1's weights ("sample") or by log mean ink ("ink"), never one chosen."""
+        s = scores.detach()
+        index = self.top_patches(s, self.top_k)  # (B, k)
+        if self.explore:
+            by = s if self.explore_by == "sample" else (self.ink_scores(x) + 1e-3 / 255).log()  # (B, P)
+            extra = self.top_patches(gumbel_perturb(by, self.generator), self.explore, exclude=index)  # (B, e)
+            index = torch.cat([index, extra], dim=1)  # (B, n)
+        return index
+
+    def combine_topk(self, scores: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Hard inference on k > 1 patches: their (B, k) scores and (B, k, K) logits -> (B, K), by `topk_combine`."""
+        if self.topk_combine == "equal":  # log of the mean of the k probabilities
+            return torch.logsumexp(z.log_softmax(-1), dim=1) - math.log(z.shape[1])  # (B, K)
+        return combine(scores.softmax(-1), z, self.combine)  # (B, K): weights renormalised over the k
+
     # ---- whole model --------------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, mode: str | None = None, k: int | None = None) -> torch.Tensor:
-        """Training: the combination over all patches. Eval: `mode` ("hard"/"soft", default self.inference)."""
-        x = self.normalize(x)
+        """Training: the combination `choice` says (soft: all patches; topk: glance 2 on top_k + explore patches
+        only). Eval: `infer` with `mode` ("hard"/"soft", default self.inference). (B, K)."""
         if not self.training:
-            return self.infer(x, mode, k, normalized=True)[0]
-        g = self.glance1(self.thumbnail(x))  # (B, F1)
+            return self.infer(x, mode, k)[0]
+        g = self.glance1_features(x)  # (B, F1)
         scores = self.where(g)  # (B, P)
         context = g if self.fuse else None
-        self.last_weights = w = scores.softmax(-1)
-        self.last_log_prob = None
+        self.last_weights = w = scores.softmax(-1)  # (B, P)
+        self.last_log_prob = self.last_patch_logits = self.last_scores = None
+        self.last_selected_logits = self.last_selected_index = None
         if self.choice == "reinforce":  # sample one patch from w; only it is classified, as at test time
             index = torch.multinomial(w.detach(), 1)  # (B, 1)
             self.last_log_prob = w.gather(1, index)[:, 0].clamp_min(1e-12).log()  # (B,), the loss adds REINFORCE
-            return self.classify_patches(self.select_patches(x, index), context)[:, 0]  # (B, K)
-        z = self.classify_patches(self.patches(x), context)  # (B, P, K)
-        self.last_patch_logits = self.last_scores = None
+            return self._classify_chosen(x, index, context)[:, 0]  # (B, K)
+        if self.choice == "topk":  # glance 2 with grad on n chosen patches; weights renormalised over them reach
+            index = self.choose_patches(scores, x)  # (B, n)                    glance 1 through the softmax
+            z = self._classify_chosen(x, index, context)  # (B, n, K)
+            self.last_selected_logits, self.last_selected_index = z, index
+            return combine(scores.gather(1, index).softmax(-1), z, self.combine)  # (B, K)
+        z = self.classify_patches(self.normalize_patches(self.patches(x)), context)  # (B, P, K)
         if self.choice == "oracle":  # glance 2 learns on every patch, glance 1 learns which patch it gets right:
             self.last_patch_logits, self.last_scores = z, scores  # the loss is `train.oracle_loss`
         if self.choice == "gumbel":  # straight-through Gumbel-softmax: one patch forward, soft gradient back
@@ -174,33 +307,32 @@ class TwoGlance(nn.Module):
                 return combine(w, z, "probs").clamp_min(1e-12).log()  # log sum_i w_i p_i has the same value, and does
         return combine(w, z, self.combine)  # (B, K)
 
-    def infer(self, x: torch.Tensor, mode: str | None = None, k: int | None = None,
-              normalized: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """Test-time answer: (B, K) logits and the (B, k) indices of the patches glance 2 looked at."""
-        x = x if normalized else self.normalize(x)
-        g = self.glance1(self.thumbnail(x))  # (B, F1)
+    def infer(self, x: torch.Tensor, mode: str | None = None,
+              k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Test-time answer: (B, K) logits and the (B, k) indices of the patches glance 2 looked at (soft: all
+        P, best first). Hard with k = 1 is glance 2's logits on the top patch."""
+        g = self.glance1_features(x)  # (B, F1)
         scores = self.where(g)  # (B, P)
         context = g if self.fuse else None
         if (mode or self.inference) == "soft":
-            z = self.classify_patches(self.patches(x), context)  # (B, P, K)
+            z = self.classify_patches(self.normalize_patches(self.patches(x)), context)  # (B, P, K)
             return combine(scores.softmax(-1), z, self.combine), scores.argsort(-1, descending=True)
         k = k or self.top_k
-        top = scores.topk(k, dim=-1)  # (B, k)
-        z = self.classify_patches(self.select_patches(x, top.indices), context)  # (B, k, K)
+        index = self.top_patches(scores, k)  # (B, k)
+        z = self._classify_chosen(x, index, context)  # (B, k, K)
         if k == 1:
-            return z[:, 0], top.indices  # (B, K): glance 2's answer on the top patch
-        w = top.values.softmax(-1)  # the top-k weights, renormalised: (B, k)
-        return combine(w, z, self.combine), top.indices
+            return z[:, 0], index  # (B, K): glance 2's answer on the top patch
+        return self.combine_topk(scores.gather(1, index), z), index
 
     @torch.no_grad()
     def classify(self, x: torch.Tensor, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Hard (top-k) inference: class probabilities (B, K) and the index of the top patch (B,)."""
         logits, index = self.infer(x, "hard", k)
-        probs = logits if self.combine == "probs" and index.shape[1] > 1 else logits.softmax(-1)
-        return probs, index[:, 0]
+        already = self.combine == "probs" and self.topk_combine == "weights" and index.shape[1] > 1
+        return (logits if already else logits.softmax(-1)), index[:, 0]
 
     def patch_boxes(self) -> torch.Tensor:
         """(P, 4) boxes (x0, y0, x1, y1) of the patches in row-major order, in input pixels."""
         i = torch.arange(self.num_patches)
-        y0, x0 = (i // self.grid) * self.patch_stride, (i % self.grid) * self.patch_stride
+        y0, x0 = (i // self.grid[1]) * self.patch_stride, (i % self.grid[1]) * self.patch_stride
         return torch.stack([x0, y0, x0 + self.patch_size, y0 + self.patch_size], dim=1)

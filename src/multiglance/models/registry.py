@@ -11,7 +11,7 @@ from typing import Callable
 
 from torch import nn
 
-from ..config import ModelConfig, RunConfig
+from ..config import ModelConfig, RunConfig, derive
 from ..errors import ConfigError
 from .glances import OneGlance, TwoGlance
 
@@ -37,19 +37,39 @@ def get_preset(name: str) -> RunConfig:
     return cfg
 
 
+def without_data(cfg: ModelConfig) -> ModelConfig:
+    """A copy of `cfg` with the fields left to the data (None) filled by `config.derive`'s rule, as for data of
+    cfg's image size with 3 channels and 10 classes (a model built before any data is seen)."""
+    c = 3 if cfg.in_channels is None else cfg.in_channels
+    n = 10 if cfg.num_classes is None else cfg.num_classes
+    shape = (c, cfg.image_size, cfg.image_width or cfg.image_size)
+    return derive(RunConfig(model=dataclasses.replace(cfg)), shape, [str(i) for i in range(n)]).model
+
+
 def build_model(cfg: ModelConfig) -> nn.Module:
-    """The model a `ModelConfig` describes (fresh weights from the current torch seed)."""
+    """The model a `ModelConfig` describes (fresh weights from the current torch seed); fields left to the data
+    (None) are filled by `without_data`."""
+    open_fields = (cfg.in_channels, cfg.num_classes, cfg.patch_size, cfg.patch_stride, cfg.thumb_size)
+    if None in open_fields or getattr(cfg, "input_fraction", None) is not None:
+        cfg = without_data(cfg)
     common = dict(in_channels=cfg.in_channels, num_classes=cfg.num_classes, image_size=cfg.image_size,
                   channels=tuple(cfg.channels), pool_stride=cfg.pool_stride, hidden=cfg.hidden,
                   batchnorm=cfg.batchnorm)
     if cfg.pool_stride not in (1, 2):
         raise ConfigError(f"model.pool_stride must be 1 or 2, got {cfg.pool_stride}")
     if cfg.kind == "one":
+        if cfg.image_width not in (None, cfg.image_size):
+            raise ConfigError(f"model.image_width={cfg.image_width} is for two-glance models; a one-glance model "
+                              f"takes square images: set model.image_width=none or model.kind=two")
         return OneGlance(**common, input_size=cfg.input_size)
     if cfg.kind == "two":
-        return TwoGlance(**common, patch_size=cfg.patch_size, patch_stride=cfg.patch_stride,
-                         thumb_size=cfg.thumb_size, glance1_channels=cfg.glance1_channels, combine=cfg.combine,
-                         inference=cfg.inference, top_k=cfg.top_k, choice=cfg.choice, tau=cfg.tau, fuse=cfg.fuse)
+        glance1 = None if cfg.glance1_channels is None else tuple(cfg.glance1_channels)
+        return TwoGlance(**common, image_width=cfg.image_width, patch_size=cfg.patch_size,
+                         patch_stride=cfg.patch_stride, thumb_size=cfg.thumb_size, glance1_channels=glance1,
+                         combine=cfg.combine, inference=cfg.inference, top_k=cfg.top_k, choice=cfg.choice,
+                         tau=cfg.tau, fuse=cfg.fuse, scorer=cfg.scorer, score_width=cfg.score_width,
+                         selection=cfg.selection, nms_radius=cfg.nms_radius, topk_combine=cfg.topk_combine,
+                         explore=cfg.explore, explore_by=cfg.explore_by)
     raise ConfigError(f"model.kind must be 'one' or 'two', got {cfg.kind!r}")
 
 

@@ -27,10 +27,12 @@ from torch import nn
 
 from .. import runs
 from ..config import RunConfig, derive
+from ..config import validate as validate_config
 from ..data import load_split
 from ..data.batches import channel_stats, eval_batches, train_batches
+from ..data.images import set_max_pixels
 from ..data.split import limit
-from ..errors import UserError
+from ..errors import Stopped, UserError
 from ..models import build_model
 from .objectives import loss_fn, lr_factor
 
@@ -75,6 +77,7 @@ class Trainer:
     device: str = "cpu"
     run_dir: Path | None = None
     progress: bool = False
+    last_save: float = 0.0  # time.monotonic() of the last checkpoint (train.checkpoint_minutes)
 
 
 def takes_uint8(model: nn.Module) -> bool:
@@ -142,8 +145,9 @@ def train_one_epoch(t: Trainer, train, epoch: int, step: int, *, start_batch: in
         batch += 1
         if checkpoint is not None and batch < steps:  # the end of the epoch checkpoints anyway
             stopped = bool(stop and stop["signal"]) and t.world == 1
-            every = cfg.train.checkpoint_every
-            if stopped or (every and step % every == 0):
+            every, minutes = cfg.train.checkpoint_every, cfg.train.checkpoint_minutes
+            due = bool(minutes) and time.monotonic() - t.last_save >= 60 * minutes
+            if stopped or due or (every and step % every == 0):
                 checkpoint(step, batch, {"loss_sum": total_loss.detach().cpu(), "correct": correct.cpu(),
                                          "seen": seen, "seconds": time.perf_counter() - start,
                                          "data_seconds": data_seconds})
@@ -164,7 +168,7 @@ def evaluate(model: nn.Module, split, *, mode: str | None = None, batch_size: in
     the default, or "soft"; hard top-k with the model's selection and combination rule). Images that do not
     decode are skipped (counted in `skipped`) and count as neither right nor wrong."""
     model.eval()
-    correct, loss, preds, n = 0, 0.0, [], 0
+    correct, loss, preds, labels, n = 0, 0.0, [], [], 0
     skipped_before = getattr(split, "skipped", 0)
     for x, y in eval_batches(split, batch_size=batch_size, channels_last=channels_last, device=device,
                              workers=workers, as_float=not takes_uint8(model)):
@@ -173,10 +177,11 @@ def evaluate(model: nn.Module, split, *, mode: str | None = None, batch_size: in
         pred = out.argmax(-1)
         correct += (pred == y).sum().item()
         preds.append(pred.cpu())
+        labels.append(y.cpu())
         n += y.shape[0]
     n = max(n, 1)
     return {"accuracy": correct / n, "loss": loss / n, "predictions": torch.cat(preds) if preds else None,
-            "images": n, "skipped": getattr(split, "skipped", 0) - skipped_before}
+            "labels": torch.cat(labels) if labels else None, "images": n, "skipped": getattr(split, "skipped", 0) - skipped_before}
 
 
 SOFT_MAX_PATCHES = 64  # validation also runs soft (all-patch) inference only for grids up to this size
@@ -214,6 +219,7 @@ def source_options(cfg: RunConfig) -> tuple[str, dict]:
 
 def load_data(cfg: RunConfig, splits: tuple[str, ...] = ("train", "val")) -> tuple:
     """The splits a run reads, limits applied: (train, val) by default; "test" only when asked for."""
+    set_max_pixels(cfg.data.max_pixels)  # the decompression-bomb guard, for this process and its workers
     name, options = source_options(cfg)
     out = []
     for split in splits:
@@ -273,12 +279,13 @@ def fit(cfg: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False, pro
     """Train `cfg` into run folder `out_dir`, validating every epoch on the validation split (held out from the
     training images; the test split is never read here). Returns the last epoch's metrics record."""
     out_dir = Path(out_dir)
+    validate_config(cfg)
     device = resolve_device(cfg.train.device)
     rank, world, device = setup_distributed(device)
     if cfg.train.batch_size % world:
         raise UserError(f"train.batch_size={cfg.train.batch_size} must be divisible by the {world} processes")
     train, val = data or load_data(cfg)
-    derive(cfg, train.shape, train.classes)
+    validate_config(derive(cfg, train.shape, train.classes))
     check_fit(cfg, train)
     if cfg.data.fresh_canvases:
         from ..data.registry import is_generated_canvases
@@ -286,21 +293,40 @@ def fit(cfg: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False, pro
         if not is_generated_canvases(cfg.data.name):
             raise UserError(f"data.fresh_canvases needs a generated data set (mnist-translated-60, "
                             f"mnist-cluttered-60, mnist-cluttered-100), not {cfg.data.name!r}")
-    if out_dir.exists() and (out_dir / runs.CHECKPOINT).exists() and not resume:
+    resumed = runs.check_resume(out_dir, cfg) if resume else None  # refuses a folder without a run, a changed config
+    if resumed is None and (out_dir / runs.CHECKPOINT).exists():
         raise UserError(f"{str(out_dir)!r} already holds a run; pass --resume to continue it, or another --out")
+    new_folder = not out_dir.exists()
     if rank == 0:
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"cannot create {str(out_dir)!r} ({e.strerror}); choose another --out") from None
+    try:
+        return _fit(cfg, out_dir, train, val, resumed, progress, rank, world, device)
+    except Stopped:
+        raise
+    except (UserError, MemoryError, RuntimeError):
+        if rank == 0 and resumed is None and not (out_dir / runs.CHECKPOINT).exists():  # nothing half-written:
+            for name in (runs.CONFIG, runs.CLASSES, runs.METRICS):  # a new run that never checkpointed leaves
+                (out_dir / name).unlink(missing_ok=True)  # no files behind
+            runs.remove_temp_files(out_dir)
+            if new_folder and out_dir.is_dir() and not any(out_dir.iterdir()):
+                out_dir.rmdir()
+        raise
 
+
+def _fit(cfg: RunConfig, out_dir: Path, train, val, resumed: dict | None, progress: bool, rank: int, world: int,
+         device: str) -> dict:
     torch.manual_seed(cfg.train.seed)
     raw_model = build_model(cfg.model)
     raw_model.normalize.set_stats(*channel_stats(train))
     raw_model.to(device)
     if cfg.train.channels_last:
         raw_model.to(memory_format=torch.channels_last)
-    if cfg.train.init_from and not (resume and (out_dir / runs.CHECKPOINT).exists()):
+    if hasattr(raw_model, "generator"):  # exploration noise (choice=topk): seeded, saved with the checkpoint
+        raw_model.generator = torch.Generator().manual_seed(cfg.train.seed)
+    if cfg.train.init_from and resumed is None:
         init_weights(raw_model, cfg.train.init_from)
     optimizer = make_optimizer(raw_model, cfg)
     steps_per_epoch = len(train) // cfg.train.batch_size
@@ -311,40 +337,49 @@ def fit(cfg: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False, pro
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, total, warmup, cfg.train.schedule))
     start_epoch, step, last, start_batch, partial = 0, 0, {}, 0, None
-    if resume and (out_dir / runs.CHECKPOINT).exists():
-        state = runs.load_checkpoint(out_dir)
-        if state.get("config", {}).get("model") != runs.to_dict(cfg)["model"]:
+    if resumed is not None:
+        state = resumed["state"]
+        try:
+            raw_model.load_state_dict(state["model"])
+        except RuntimeError:
             raise UserError(f"the checkpoint in {str(out_dir)!r} was trained with another model config; "
-                            "resume with the same preset and --set values, or use another --out")
-        raw_model.load_state_dict(state["model"])
+                            "resume with the same preset and --set values, or use another --out") from None
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, step = state["epoch"] + 1, state["step"]
         start_batch, partial = state.get("batch_in_epoch", 0), state.get("partial")  # a mid-epoch checkpoint
         if "rng" in state:  # the global generator (gumbel noise) continues where it was
             torch.set_rng_state(state["rng"])
+        if "model_rng" in state and getattr(raw_model, "generator", None) is not None:
+            raw_model.generator.set_state(state["model_rng"])
         if rank == 0:
             runs.remove_temp_files(out_dir)
             runs.truncate_metrics(out_dir, start_epoch, last_step=step if start_batch else None)
-    elif rank == 0:
+            print(runs.describe_resume(state, out_dir), flush=True)
+            runs.append_metrics(out_dir, {"kind": "resume", "epoch": start_epoch, "step": step,
+                                          "batch_in_epoch": start_batch, "changed": resumed["values"]})
+    elif rank == 0:  # config.yaml is written once, when the run starts: the record of what made the weights
         (out_dir / runs.METRICS).unlink(missing_ok=True)
-    if rank == 0:
         runs.save_config(out_dir, cfg)
         runs.save_classes(out_dir, train.classes)
     model = raw_model
     if world > 1:
         model = nn.parallel.DistributedDataParallel(raw_model, device_ids=[device] if "cuda" in device else None)
-    t = Trainer(model, raw_model, optimizer, scheduler, cfg, rank, world, device, out_dir, progress)
+    t = Trainer(model, raw_model, optimizer, scheduler, cfg, rank, world, device, out_dir, progress,
+                last_save=time.monotonic())
     writer = _tensorboard(out_dir) if cfg.train.tensorboard and rank == 0 else None
 
     def save(epoch_done: int, at_step: int, batch_in_epoch: int = 0, sums: dict | None = None) -> None:
         """Checkpoint after `epoch_done` whole epochs (0-based, -1 for none) and `batch_in_epoch` batches of
         the next; never weights that are no longer finite (the last good checkpoint stays)."""
         _check_finite(raw_model, at_step)
+        t.last_save = time.monotonic()
         runs.save_checkpoint(out_dir, {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
                                        "scheduler": scheduler.state_dict(), "epoch": epoch_done, "step": at_step,
                                        "batch_in_epoch": batch_in_epoch, "partial": sums,
                                        "rng": torch.get_rng_state(), "config": runs.to_dict(cfg),
+                                       **({"model_rng": raw_model.generator.get_state()}
+                                          if getattr(raw_model, "generator", None) is not None else {}),
                                        "preset": cfg.preset})
 
     stop = {"signal": None}
@@ -383,9 +418,8 @@ def fit(cfg: RunConfig, out_dir: str | os.PathLike, *, resume: bool = False, pro
 
             dist.barrier()
     except _StopRequested:
-        if rank == 0:
-            print(f"stopped by {stop['signal']} at step {step}; the checkpoint is saved, continue with --resume",
-                  flush=True)
+        raise Stopped(f"stopped by {stop['signal']} at step {step}; the checkpoint is saved, continue with "
+                      "--resume", 130 if stop["signal"] == "SIGINT" else 143) from None
     finally:
         _restore_handlers(handlers)
         if writer is not None:

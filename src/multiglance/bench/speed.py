@@ -13,11 +13,9 @@ through `models.fast.FastInference`; the speed-up, the FLOP ratio, and speed-up 
 load of CIFAR-10 and Tiny ImageNet from the shared zips (the decoded-image cache). Medians after warm-up.
 The JSON (`--json`, default docs/performance.json) has one row per preset; docs/PERFORMANCE.md cites it.
 
-Other modules attach their own `bench` subcommands with `bench_subparsers(subparsers).add_parser(...)`.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -27,10 +25,9 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from .errors import UserError
+from ..errors import UserError
 
 # (one-glance, two-glance) pairs: the paper presets, then the best nets of the beyond-the-report issue
 PAIRS = [("paper-cifar10-one", "paper-cifar10-two"), ("paper-cifar10-one-s2", "paper-cifar10-two-s2"),
@@ -39,18 +36,6 @@ PAIRS = [("paper-cifar10-one", "paper-cifar10-two"), ("paper-cifar10-one-s2", "p
 QUICK_PAIRS = [("digits-one", "digits-two")]
 DATASETS = ("cifar10", "tiny-imagenet")
 PARTS = ("train", "infer", "data")
-
-
-# ---- the `bench` command group, shared with experiments.py, experiments_beyond.py, megapixel.py ---------------
-def bench_subparsers(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
-    """The `bench` command's own subparsers action, creating `bench` if no module has yet (any order works)."""
-    bench = subparsers.choices.get("bench")
-    if bench is None:
-        bench = subparsers.add_parser("bench", help="experiments and benchmarks that write docs/")
-    for action in bench._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return bench.add_subparsers(dest="bench_command", required=True)
 
 
 # ---- timing ---------------------------------------------------------------------------------------------------
@@ -91,10 +76,10 @@ def matmul_peak(size: int = 1024, calls: int = 4) -> tuple[float, object]:
 # ---- training -------------------------------------------------------------------------------------------------
 def train_speed(cfg, *, reps: int, warmup: int = 2, peak=None) -> dict:
     """Images/s and GFLOP/s of the SGD step of `train.fit` for `cfg`, each repetition after a peak measurement."""
-    from .data import Split
-    from .data.batches import train_batches
-    from .models import build_model
-    from .train import loss_fn
+    from ..data import Split
+    from ..data.batches import train_batches
+    from ..models import build_model
+    from ..train import loss_fn
 
     torch.manual_seed(0)
     m, b = cfg.model, cfg.train.batch_size
@@ -136,7 +121,7 @@ def train_speed(cfg, *, reps: int, warmup: int = 2, peak=None) -> dict:
 
 # ---- inference ------------------------------------------------------------------------------------------------
 def _eval_models(one_cfg, two_cfg):
-    from .models import build_model
+    from ..models import build_model
 
     torch.manual_seed(0)
     one = build_model(one_cfg.model).eval().to(memory_format=torch.channels_last)
@@ -145,17 +130,11 @@ def _eval_models(one_cfg, two_cfg):
     return one, two
 
 
-def flops_per_image(model, shape) -> int:
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.rand(1, *shape))
-    return counter.get_total_flops()
-
-
 @torch.no_grad()
 def infer_speed(one, two, shape: tuple[int, ...], *, reps: int, calls1: int = 50, batch: int = 256,
                 backend: str = "trace") -> dict:
     """Batch-1 latency and batch-`batch` throughput of one- and two-glance (hard), eager and fast, interleaved."""
-    from .models.fast import FastInference
+    from ..models.fast import FastInference
 
     fast = {"one": FastInference(one, backend=backend), "two": FastInference(two, backend=backend)}
     paths = {"eager": {"one": one, "two": two}, "fast": fast}
@@ -181,8 +160,8 @@ def infer_speed(one, two, shape: tuple[int, ...], *, reps: int, calls1: int = 50
 # ---- data -----------------------------------------------------------------------------------------------------
 def data_speed(names=DATASETS) -> list[dict]:
     """Seconds (wall and CPU) to load train + test of each data set a second time (the first fills the cache)."""
-    from .data import load_split
-    from .errors import DataError
+    from ..data import load_split
+    from ..errors import DataError
 
     rows = []
     for name in names:
@@ -203,8 +182,9 @@ def data_speed(names=DATASETS) -> list[dict]:
 # ---- the benchmark --------------------------------------------------------------------------------------------
 def run_speed(pairs, *, reps: int, parts=PARTS, quick: bool = False, clock: str = "cpu", backend: str = "trace",
               log=print) -> dict:
-    from .allocator import tune_allocator
-    from .models import get_preset
+    from ..allocator import tune_allocator
+    from ..evaluate import flops_per_image
+    from ..models import get_preset
 
     allocator = tune_allocator()
     record = {"benchmark": "speed", "clock": set_clock(clock), "quick": quick, "fast_backend": backend,
@@ -300,7 +280,7 @@ def markdown(record: dict) -> str:
 
 
 def _pairs_for(names: list[str]) -> list[tuple[str, str]]:
-    from .models import get_preset, list_models
+    from ..models import get_preset, list_models
 
     known = {two: one for one, two in PAIRS + QUICK_PAIRS} | {one: one for one, _ in PAIRS + QUICK_PAIRS}
     pairs = []
@@ -332,6 +312,8 @@ def cmd_speed(args) -> None:
 
 
 def register(subparsers) -> None:
+    from .common import bench_subparsers
+
     p = bench_subparsers(subparsers).add_parser(
         "speed", help="training GFLOP/s against the machine's peak; two- vs one-glance test-time speed-up")
     p.add_argument("--quick", action="store_true", help="the digits pair, small batches, 3 repetitions (CI)")

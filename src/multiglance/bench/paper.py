@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
-from . import results, runs
-from .config import apply_overrides, to_dict
-from .errors import UserError
+from .. import results, runs
+from ..config import apply_overrides, to_dict
+from ..errors import UserError
 
 REPORT = {  # the report's top-1 accuracy, its tables (pooling stride 1, 500 train images per class on Tiny)
     ("cifar10", "one"): 0.78, ("cifar10", "two"): 0.68,
@@ -52,7 +52,7 @@ class Experiment:
     seeds: int = 1  # seeds 0 .. seeds-1
 
     def config(self, seed: int, extra: list[str] = ()):
-        from .models import get_preset
+        from ..models import get_preset
 
         cfg = get_preset(self.preset)
         return apply_overrides(cfg, [*self.overrides, f"train.epochs={self.epochs}", f"train.seed={seed}", *extra])
@@ -133,7 +133,7 @@ def find_reusable(cfg, reuse: list[Path]) -> Path | None:
 
 def train_run(cfg, run_dir: Path, reuse: list[Path], progress: bool, log) -> bool:
     """Make `run_dir` a complete run of `cfg`; False if training was stopped early (by a signal)."""
-    from .train import fit
+    from ..train import fit
 
     if run_dir.exists() and (run_dir / runs.CONFIG).is_file():
         if to_dict(runs.load_config(run_dir)) != to_dict(cfg):
@@ -155,8 +155,8 @@ def evaluate_run(exp: Experiment, seed: int, run_dir: Path, repeats: int) -> dic
     split, read once here, by the saved model's own inference path (`multiglance eval RUN`)."""
     import os
 
-    from .evaluate import evaluate_model
-    from .train import evaluate, load_data
+    from ..evaluate import evaluate_model
+    from ..train import evaluate, load_data
 
     model, cfg = runs.load_run(run_dir)
     train, val, test = load_data(cfg, ("train", "val", "test"))
@@ -237,7 +237,7 @@ def verdicts(rows: list[dict]) -> list[str]:
 
 def curves(rows: list[dict], docs: Path, runs_dir: Path) -> list[str]:
     """The report's figures 4 to 7: loss and validation accuracy against iterations, one vs two, per stride."""
-    from .compare import plot_curves
+    from ..compare import plot_curves
 
     made = []
     for stride in sorted({r["stride"] for r in rows}):
@@ -332,7 +332,7 @@ def bench_paper(args) -> None:
 
 
 def register(subparsers) -> None:
-    from .bench import bench_subparsers
+    from .common import bench_subparsers
 
     sub = bench_subparsers(subparsers)
     p = sub.add_parser("paper", help="train, evaluate and tabulate the report's experiments on the real data")

@@ -1,4 +1,4 @@
-"""bench.py: `multiglance bench speed --quick` end to end (keys and sane values), the shared `bench` group."""
+"""bench/speed.py: `multiglance bench speed --quick` end to end (keys and sane values), the shared `bench` group."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from multiglance import bench
+from multiglance.bench import speed as bench
+from multiglance.bench.common import bench_subparsers
 from multiglance.cli import main
 
 ROW_KEYS = ("preset", "peak_gflops", "train_images_per_s", "train_gflops", "train_peak_ratio")
@@ -46,13 +47,13 @@ def test_unknown_or_unpaired_preset_is_a_clear_error(tmp_path, capsys):
 
 @pytest.mark.parametrize("first", [True, False])
 def test_bench_group_works_in_any_registration_order(first):
-    others = [m for m in ("multiglance.experiments", "multiglance.experiments_beyond", "multiglance.megapixel")
-              if importlib.util.find_spec(m) is not None]
-    order = ["multiglance.bench", *others] if first else [*others, "multiglance.bench"]
+    others = [m for m in ("multiglance.bench.paper", "multiglance.bench.beyond", "multiglance.bench.megapixel",
+                          "multiglance.bench.large") if importlib.util.find_spec(m) is not None]
+    order = ["multiglance.bench.speed", *others] if first else [*others, "multiglance.bench.speed"]
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
     for name in order:
         importlib.import_module(name).register(sub)
     assert parser.parse_args(["bench", "speed", "--quick"]).func is bench.cmd_speed
-    group = bench.bench_subparsers(sub)
+    group = bench_subparsers(sub)
     assert {"speed"} <= set(group.choices) and len(group.choices) == 1 + len(others)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from multiglance import cli, results
-from multiglance.experiments import EXPERIMENTS, Experiment, _mean_std, select
+from multiglance.bench.paper import EXPERIMENTS, Experiment, _mean_std, select
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,130 @@
+"""What the benchmark drivers share: the `bench` command group, and one train-evaluate-publish path.
+
+Each driver (paper.py: the report's tables; beyond.py: the glimpse benchmarks and fronts; megapixel.py;
+large.py: a folder of large photos and the photo scenes; speed.py) trains with `train.fit`, selects on the
+validation split, reads the test split once after training by the saved model's own inference path
+(`evaluate.evaluate_run`, what `multiglance eval RUN` computes), then writes one JSON per run
+(`results.write_result`) with no path of this machine in it:
+
+    if not train_or_resume(cfg, run_dir, progress=False):     # complete, resumed, or trained afresh
+        ...                                                   # stopped early: publish nothing
+    record = val_and_test(run_dir, overrides=[...])           # val accuracy, then the test split once
+    record["config"] = shown_config(cfg)                      # data.root / init_from without machine paths
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .. import runs
+from ..config import RunConfig, to_dict
+from ..errors import UserError
+
+
+def bench_subparsers(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
+    """The `bench` command's own subparsers action, creating `bench` if no module has yet (any order works)."""
+    bench = subparsers.choices.get("bench")
+    if bench is None:
+        bench = subparsers.add_parser("bench", help="experiments and benchmarks that write docs/")
+    for action in bench._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return bench.add_subparsers(dest="bench_command", required=True)
+
+
+# ---- paths as JSON and docs show them ------------------------------------------------------------------------
+def shown(path: str | os.PathLike) -> str:
+    """A path as JSON and docs show it: a relative one as given, an absolute one relative to the working
+    folder, else only its last part (never a path of this machine)."""
+    p = Path(path)
+    if not p.is_absolute():
+        return p.as_posix()
+    try:
+        return p.relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return p.name
+
+
+def shown_command(argv: list[str] | None = None) -> str:
+    """The command line (default: this process's) with every absolute path shown as `shown` shows it."""
+    def one(arg: str) -> str:
+        key, eq, value = arg.partition("=")
+        if eq and os.path.isabs(value):
+            return f"{key}={shown(value)}"
+        return shown(arg) if os.path.isabs(arg) else arg
+
+    return " ".join(["multiglance", *(one(a) for a in (sys.argv[1:] if argv is None else argv))])
+
+
+def shown_config(cfg: RunConfig) -> dict:
+    """The config as a dict, its paths (data.root, train.init_from) shown without machine folders."""
+    d = to_dict(cfg)
+    for section, key in (("train", "init_from"), ("data", "root")):
+        if d[section].get(key):
+            d[section][key] = shown(d[section][key])
+    return d
+
+
+# ---- train -----------------------------------------------------------------------------------------------------
+def epoch_records(run_dir: Path) -> list[dict]:
+    """One record per epoch (the last one written wins: a resumed run may have logged an epoch twice)."""
+    return list({r["epoch"]: r for r in runs.read_metrics(Path(run_dir)) if r.get("kind") == "epoch"}.values())
+
+
+def is_complete(run_dir: Path, cfg: RunConfig) -> bool:
+    return (Path(run_dir) / runs.CHECKPOINT).is_file() and len(epoch_records(run_dir)) >= cfg.train.epochs
+
+
+def _check_same_config(run_dir: Path, cfg: RunConfig) -> None:
+    """UserError when `run_dir` holds a run of another config. Fields `cfg` leaves to the data (None, filled in
+    by `config.derive`) and the resumable ones (train.epochs) do not count."""
+    new = runs._flat(to_dict(cfg))
+    differ = [k for k in runs.config_diff(to_dict(runs.load_config(run_dir)), to_dict(cfg))
+              if new.get(k) is not None and k not in runs.RESUMABLE_KEYS]
+    if differ:
+        raise UserError(f"{shown(run_dir)!r} holds a run of another config ({', '.join(differ)} differ); delete "
+                        "it, or pass another --runs-dir")
+
+
+def train_or_resume(cfg: RunConfig, run_dir: str | os.PathLike, progress: bool = False, *,
+                    data: tuple | None = None) -> bool:
+    """Make `run_dir` a complete run of `cfg`: kept if it is one, resumed if cut short, else trained with
+    `train.fit` (on `data` = (train, val) if given, else on what `cfg` names: never the test split). True when
+    complete; False when training stopped early (fit returned with fewer epochs than planned). A folder that
+    holds a run of another config is refused."""
+    from ..train import fit
+
+    run_dir = Path(run_dir)
+    if (run_dir / runs.CONFIG).is_file():
+        _check_same_config(run_dir, cfg)
+        if is_complete(run_dir, cfg):
+            return True
+    fit(cfg, run_dir, resume=(run_dir / runs.CHECKPOINT).is_file(), progress=progress, data=data)
+    return is_complete(run_dir, cfg)
+
+
+# ---- evaluate ----------------------------------------------------------------------------------------------------
+def eval_command(run_dir: str | os.PathLike, split: str = "test", overrides: list[str] = ()) -> str:
+    """The `multiglance eval` line that recomputes a published number from the run folder."""
+    return " ".join([f"multiglance eval {shown(run_dir)} --split {split}", *(f"--set {o}" for o in overrides)])
+
+
+def val_and_test(run_dir: str | os.PathLike, *, k: int | None = None, overrides: list[str] = (),
+                 timing: bool = False) -> dict:
+    """A finished run's published numbers: validation accuracy (what every choice is made on), then the test
+    split, read once, by the saved model's own inference path with inference-time `overrides` (and
+    model.top_k=k): exactly what `eval_command` prints. Keys: evaluate_model's (accuracy_hard, accuracy_soft,
+    test_images, test_flops_per_image, params, ...), selection "val", val_accuracy_hard / _soft, val_images,
+    eval_command and run_dir (the folder's name)."""
+    from ..evaluate import evaluate_run
+
+    overrides = [*overrides, *([f"model.top_k={k}"] if k is not None else [])]
+    val = evaluate_run(run_dir, split="val", overrides=overrides, timing=False)
+    test = evaluate_run(run_dir, split="test", overrides=overrides, timing=timing)
+    for key in ("run", "split"):
+        test.pop(key, None)
+    return {**test, "selection": "val", "val_accuracy_hard": val["accuracy_hard"],
+            "val_accuracy_soft": val["accuracy_soft"], "val_images": val["test_images"],
+            "eval_command": eval_command(run_dir, "test", overrides), "run_dir": Path(run_dir).name}
