@@ -177,3 +177,35 @@ def test_fresh_canvases_refused_for_fixed_data(tmp_path):
     cfg = tiny_config("digits-two", **{"data.fresh_canvases": "true"})
     with pytest.raises(UserError, match="fresh_canvases needs a generated data set"):
         fit(cfg, tmp_path / "run", progress=False)
+
+
+def test_checkpoints_every_few_minutes_of_training(tmp_path, monkeypatch):
+    """train.checkpoint_minutes (default 5) checkpoints inside an epoch once that much training time has passed:
+    here a tiny interval, so every step but the epoch's last (the epoch end checkpoints anyway) saves one."""
+    import multiglance.train.loop as loop
+
+    saved = []
+    real = loop.runs.save_checkpoint
+    monkeypatch.setattr(loop.runs, "save_checkpoint", lambda d, s: (saved.append((s["step"], s["batch_in_epoch"])),
+                                                                   real(d, s)))
+    fit(tiny_config(**{"train.checkpoint_minutes": 1e-9, "data.train_limit": 256}), tmp_path / "run",
+        progress=False)
+    assert saved == [(1, 1), (2, 2), (3, 3), (4, 0)]  # 4 steps of 64: mid-epoch after 1-3, then the epoch's end
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_nothing(tmp_path, monkeypatch, capsys):
+    """Out of memory in the first step: one line naming the knobs, exit 2, and no half-made run folder."""
+    import multiglance.train.loop as loop
+    from multiglance.cli import main
+
+    def oom(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: not enough memory: you tried "
+                           "to allocate 123456789 bytes.")
+    monkeypatch.setattr(loop, "loss_fn", oom)
+    out = tmp_path / "run"
+    argv = ["train", "--preset", "digits-two", "--out", str(out), "--quiet", "--set", "data.train_limit=128",
+            "--set", "data.val_limit=64", "--epochs", "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "out of memory" in err and "train.batch_size" in err
+    assert not out.exists()

@@ -144,9 +144,13 @@ def kill_and_resume(run: Path, overrides: dict, kills: int, rng: random.Random, 
     """Train in a child process; SIGKILL it `kills` times at a random moment within `window` seconds of its first
     step (each restart with --resume), then let it finish. Returns the checkpoint each kill left."""
     seen = []
+    epochs = int(overrides.get("train.epochs", 1))
     for attempt in range(kills + 1):
-        start = runs.load_checkpoint(run)["step"] if (run / runs.CHECKPOINT).exists() else 0
-        child = _launch(run, overrides, resume=attempt > 0)
+        state = runs.load_checkpoint(run) if (run / runs.CHECKPOINT).exists() else None
+        if state is not None and state["epoch"] + 1 >= epochs and not state["batch_in_epoch"]:
+            break  # a kill came after the last checkpoint: the run is complete (a --resume of it is refused)
+        start = state["step"] if state is not None else 0
+        child = _launch(run, overrides, resume=state is not None)  # a kill before the first checkpoint: anew
         if attempt < kills:
             deadline = time.monotonic() + 120
             while (child.poll() is None and time.monotonic() < deadline and  # until this child's first step

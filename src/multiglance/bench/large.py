@@ -217,9 +217,11 @@ def part_speed(*, quick: bool, threads: int) -> dict:
 
 # ---- the photo benchmark --------------------------------------------------------------------------------------
 def part_scenes(runs_dir: Path, *, quick: bool, epochs: int | None, progress: bool) -> dict:
-    from ..evaluate import evaluate_model
+    """scenes-two against scenes-one: each trained through `train.fit` (validating on the validation scenes),
+    then validation accuracy and the test split, read once, by the saved model's own inference path."""
     from ..models import get_preset
-    from ..train import evaluate, fit, load_data
+    from ..train import load_data
+    from .common import epoch_records, shown_config, train_or_resume, val_and_test
 
     quick_sets = ["data.train_limit=64", "data.val_limit=32", "data.test_limit=32", "train.workers=0"]
     out = {}
@@ -228,21 +230,17 @@ def part_scenes(runs_dir: Path, *, quick: bool, epochs: int | None, progress: bo
         apply_overrides(cfg, (quick_sets + ["train.epochs=1"]) if quick else
                         ([f"train.epochs={epochs}"] if epochs else []))
         run_dir = runs_dir / (preset + ("-quick" if quick else ""))
-        done = (run_dir / runs.CHECKPOINT).exists() and \
-            len([r for r in runs.read_metrics(run_dir) if r.get("kind") == "epoch"]) >= cfg.train.epochs
-        if not done:
-            fit(cfg, run_dir, resume=(run_dir / runs.CHECKPOINT).exists(), progress=progress)
-        model, cfg = runs.load_run(run_dir)
-        train, val, test = load_data(cfg, ("train", "val", "test"))
-        val_acc = evaluate(model, val, batch_size=cfg.train.eval_batch_size, workers=cfg.train.workers)["accuracy"]
-        record = evaluate_model(model, cfg, test, timing=False)  # the test split, read once, by the model's path
-        epochs_done = [r for r in runs.read_metrics(run_dir) if r.get("kind") == "epoch"]
-        out[preset] = {"val_accuracy_hard": val_acc, "accuracy_hard": record["accuracy_hard"],
-                       "test_flops_per_image": record["test_flops_per_image"], "params": record["params"],
-                       "train_images": len(train), "val_images": len(val), "test_images": record["test_images"],
-                       "epochs": len(epochs_done), "train_seconds": round(sum(r["train_seconds"] for r in epochs_done), 1),
-                       "eval_command": f"multiglance eval {run_dir.name} --json", "run_dir": run_dir.name,
-                       "config": to_dict(cfg)}
+        if not train_or_resume(cfg, run_dir, progress):
+            raise UserError(f"{run_dir.name} stopped before its {cfg.train.epochs} epochs; run the same command "
+                            "again to resume it")
+        _, cfg = runs.load_run(run_dir)
+        (train,) = load_data(cfg, ("train",))
+        ev = val_and_test(run_dir)
+        done = epoch_records(run_dir)
+        out[preset] = {k: ev[k] for k in ("val_accuracy_hard", "accuracy_hard", "test_flops_per_image", "params",
+                                          "val_images", "test_images", "eval_command", "run_dir")} | {
+            "train_images": len(train), "epochs": len(done),
+            "train_seconds": round(sum(r["train_seconds"] for r in done), 1), "config": shown_config(cfg)}
     two, one = out["scenes-two"], out["scenes-one"]
     out["gap_points"] = round(100 * (two["accuracy_hard"] - one["accuracy_hard"]), 2)
     out["flop_ratio_one_over_two"] = round(one["test_flops_per_image"] / two["test_flops_per_image"], 3)

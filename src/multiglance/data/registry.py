@@ -1,8 +1,9 @@
 """Name -> loader. `load_split("cifar10", root, "train")` is how the rest of the package gets data.
 
 Splits are "train", "val" and "test". "test" is the labelled evaluation split (Tiny ImageNet's `val/`, a
-class-folder tree's `test/` or `val/`), read once per published number. "val" is held out from the training
-images (`split.holdout`: a seeded, stratified `val_fraction`, 10% by default) and "train" is the rest, so
+class-folder tree's `test/` or `val/`; for a tree with neither, or a flat one, a seeded 10% held out of its
+training images by the loader, `classes.list_split`), read once per published number. "val" is held out from
+the training images (`split.holdout`: a seeded, stratified `val_fraction`, 10% by default) and "train" is the rest, so
 model selection never sees a test image; generated data sets build their "val" canvases from held-out source
 images instead (their loaders take split="val" themselves). A `root` of None means the data set's default place:
 the embedded generators need none, the real data sets are looked for in `$MULTIGLANCE_DATA`, then
