@@ -102,7 +102,7 @@ def test_collect_uses_the_models_stages(tiny_run) -> None:
     model, cfg = load_run(tiny_run)
     split = limit(load_split(cfg.data.name, None, "test"), 40)
     looks = collect(model, split, batch_size=16)
-    x = split.images.float() / 255
+    x = split.images  # uint8, as collect feeds the two-glance model
     with torch.no_grad():
         w = model.patch_weights(x)
         logits, index = model.infer(x, "hard", 1)

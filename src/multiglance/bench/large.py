@@ -23,6 +23,7 @@ Parts (one job at a time; each records the load average it ran at and refuses to
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import statistics
@@ -135,7 +136,7 @@ def part_memory(work: Path, *, quick: bool, threads: int) -> dict:
     from ..config import derive
 
     derive(cfg, (3, size, size), ["a", "b"])
-    soft = apply_overrides(cfg, ["model.choice=soft"])
+    soft = apply_overrides(copy.deepcopy(cfg), ["model.choice=soft"])
     topk_step = [peak_memory_mb(cfg, (3, size, size), batch=b, train=True) for b in (1, 2)]
     soft_step = [peak_memory_mb(soft, (3, size, size), batch=b, train=True) for b in (1, 2)]
     extrapolate = lambda m: m[0] + (m[1] - m[0]) * (batch - 1)  # noqa: E731  (linear in the batch)
@@ -207,7 +208,8 @@ def part_speed(*, quick: bool, threads: int) -> dict:
             t_full = _median_seconds(lambda z: [full(z[i:i + chunk].float().div(255).contiguous(
                 memory_format=torch.channels_last)) for i in range(0, b, chunk)], x, reps)
             row |= {f"ms_per_image_two_b{b}": t_two / b * 1e3, f"ms_per_image_full_b{b}": t_full / b * 1e3,
-                    f"speedup_b{b}": t_full / t_two, f"speedup_over_flop_ratio_b{b}": t_full / t_two / row["flop_ratio"],
+                    f"speedup_b{b}": t_full / t_two,
+                    f"speedup_over_flop_ratio_b{b}": t_full / t_two / row["flop_ratio"],
                     f"end_to_end_ms_two_b{b}": (t_two / b + decode) * 1e3,
                     f"end_to_end_ms_full_b{b}": (t_full / b + decode) * 1e3}
         rows.append({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
@@ -253,7 +255,9 @@ def publish(docs: Path, name: str, record: dict, allow_dirty: bool) -> Path:
               "load_average_1min": round(os.getloadavg()[0], 2), "threads": torch.get_num_threads(), **record}
     path = docs / "results" / f"large-{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({"command": " ".join(["multiglance", *sys.argv[1:]]), **record}, indent=1) + "\n"
+    from .common import shown_command
+
+    text = json.dumps({"command": shown_command(), **record}, indent=1) + "\n"
     runs.atomic_write(path, lambda f: f.write(text.encode()))
     return path
 

@@ -41,23 +41,12 @@ from ..errors import UserError
 from ..models.glances import TOPK_COMBINES
 from ..models.megapixel import FULL_CHANNELS, full_resolution_cnn
 from . import megapixel_report as report
+from .common import epoch_records, eval_command, shown, shown_config, train_or_resume
 
 KS = tuple(range(1, 11))  # the test-time k compared on validation
 QUICK = ["data.train_limit=64", "data.val_limit=32", "data.test_limit=32", "train.epochs=1", "train.workers=0",
          "train.eval_batch_size=32"]
 PATH_KEYS = ("train.init_from", "init_from", "data.root", "root")  # values shown without machine paths
-
-
-def shown(path: str | os.PathLike) -> str:
-    """A path as JSON and docs show it: a relative one as given, an absolute one relative to the working
-    folder, else only its last part (never a path of this machine)."""
-    p = Path(path)
-    if not p.is_absolute():
-        return p.as_posix()
-    try:
-        return p.relative_to(Path.cwd()).as_posix()
-    except ValueError:
-        return p.name
 
 
 # ---- configs and run folders --------------------------------------------------------------------------------
@@ -97,23 +86,10 @@ def low_res_epochs(args, cfg: RunConfig) -> int:
     return get_preset("megapixel-easy-low-one" if cfg.model.image_size == 500 else "megapixel-low-one").train.epochs
 
 
-def epoch_records(run_dir: Path) -> list[dict]:
-    """One record per epoch (the last one written wins: a resumed run may have logged an epoch twice)."""
-    return list({r["epoch"]: r for r in runs.read_metrics(run_dir) if r.get("kind") == "epoch"}.values())
-
-
 def train_run(cfg: RunConfig, run_dir: Path, data: tuple) -> list[dict] | None:
-    """Make `run_dir` a finished run of `cfg`: kept if it is one, resumed if cut short, else trained on
-    `data` = (train, val). Its epoch records, or None when a signal stopped the training."""
-    from ..train import fit
-
-    if (run_dir / runs.CONFIG).is_file() and to_dict(runs.load_config(run_dir)) != to_dict(cfg):
-        raise UserError(f"{shown(run_dir)!r} holds a run of another config; delete it, or pass another --runs-dir")
-    done = epoch_records(run_dir)
-    if not ((run_dir / runs.CHECKPOINT).is_file() and len(done) >= cfg.train.epochs):
-        fit(cfg, run_dir, resume=(run_dir / runs.CHECKPOINT).is_file(), data=data)
-        done = epoch_records(run_dir)
-    return done if len(done) >= cfg.train.epochs else None
+    """Make `run_dir` a finished run of `cfg` trained on `data` = (train, val): its epoch records, or None when
+    training stopped early."""
+    return epoch_records(run_dir) if train_or_resume(cfg, run_dir, data=data) else None
 
 
 # ---- accuracy against k, digit recall -----------------------------------------------------------------------
@@ -245,19 +221,11 @@ def command_line(args) -> str:
     return " ".join(parts + ["--runs-dir", shown(args.runs_dir)])
 
 
-def shown_config(cfg: RunConfig) -> dict:
-    d = to_dict(cfg)
-    for section, key in (("train", "init_from"), ("data", "root")):
-        if d[section][key]:
-            d[section][key] = shown(d[section][key])
-    return d
-
-
 def published(run_dir: Path, overrides: list[str] = ()) -> tuple[dict, str]:
     """The test split's one evaluation, by the saved model's own path, and the `multiglance eval` command."""
     from ..evaluate import evaluate_run
 
-    command = " ".join([f"multiglance eval {shown(run_dir)} --split test", *(f"--set {o}" for o in overrides)])
+    command = eval_command(run_dir, "test", list(overrides))
     return evaluate_run(run_dir, split="test", overrides=list(overrides), timing=False), command
 
 

@@ -91,7 +91,8 @@ def train_speed(cfg, *, reps: int, warmup: int = 2, peak=None) -> dict:
     n = b * (reps + warmup + 1)
     images = torch.randint(0, 256, (n, m.in_channels, m.image_size, m.image_size), dtype=torch.uint8)
     labels = torch.randint(0, m.num_classes, (n,))
-    batches = train_batches(Split(images, labels, [str(i) for i in range(m.num_classes)]), batch_size=b, seed=0, epoch=0, crop_padding=cfg.data.crop_padding,
+    split = Split(images, labels, [str(i) for i in range(m.num_classes)])
+    batches = train_batches(split, batch_size=b, seed=0, epoch=0, crop_padding=cfg.data.crop_padding,
                             flip=cfg.data.flip, channels_last=cfg.train.channels_last)
 
     def step(x, y):

@@ -113,6 +113,8 @@ class _ZipBackend(_Backend):
     def _scan(self) -> None:
         path = self.path
         for info in self.zf.infolist():
+            if not info.filename:  # a damaged central directory (zipfile's is_dir() would raise IndexError)
+                raise DataError(f"{path}: an entry has an empty name; the archive is corrupt, get a fresh copy")
             mode = info.external_attr >> 16
             if info.create_system == 3 and stat.S_ISLNK(mode):
                 raise DataError(f"{path}: entry {info.filename!r} is a symbolic link; refusing the archive, "

@@ -23,17 +23,17 @@ def channel_stats(split, max_images: int = 10000, seed: int = 0,
     c, h, w = split.shape if hasattr(split, "shape") and not isinstance(split, torch.Tensor) else split.shape[1:]
     n_sample = max(1, min(n, max_images, max_pixels // max(1, c * h * w)))
     index = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:n_sample].sort().values
-    if isinstance(split, torch.Tensor):
-        x = split[index]
-    else:
-        x = torch.cat([split.take(index[i:i + 64])[0] for i in range(0, n_sample, 64)])  # (n, C, H, W) uint8
+    step = max(1, (16 << 20) // (c * h * w))  # images per chunk: about 16 M values (128 MB as float64)
     total = torch.zeros(c, dtype=torch.float64)
     square = torch.zeros(c, dtype=torch.float64)
-    for start in range(0, x.shape[0], 256):  # float64 sums in chunks: no full float copy of the sample
-        chunk = x[start:start + 256].double().div_(255)  # (b, C, H, W)
+    count = 0
+    for start in range(0, n_sample, step):  # float64 sums chunk by chunk: the sample is never whole in memory
+        i = index[start:start + step]
+        x = split[i] if isinstance(split, torch.Tensor) else split.take(i)[0]  # (b, C, H, W) uint8
+        chunk = x.double().div_(255)
         total += chunk.sum(dim=(0, 2, 3))
         square += chunk.square().sum(dim=(0, 2, 3))
-    count = x.shape[0] * h * w
+        count += x.shape[0] * h * w
     mean = total / count
     var = (square - count * mean.square()) / max(count - 1, 1)
     return mean.float(), var.clamp_min(0).sqrt().float()

@@ -11,7 +11,8 @@ earlier one. (The issue text says "noise after the digits"; with block assignmen
 digits, so we keep ATS's order.) As in ATS the noise patterns are drawn from the split's own seed.
 
 Training canvases use only MNIST's training split, test canvases only its test split, and validation canvases
-a held-out 10% of MNIST's training digits that training canvases never use (`split.source_indices`). Nothing dense is kept:
+a held-out 10% of MNIST's training digits that training canvases never use (`split.source_indices`). Nothing
+dense is kept:
 a `MegapixelSplit` holds the digits' pixels (N, 5, 28, 28), their places, the noise placements and patterns
 (a few MB for 5000 images), and `render(index)` draws a batch of canvases with 5 + 50 whole-batch writes.
 

@@ -203,7 +203,12 @@ class TwoGlance(nn.Module):
 
     # ---- stages -------------------------------------------------------------------------------------------
     def thumbnail(self, x: torch.Tensor) -> torch.Tensor:
-        # a uint8 input is a float copy in [0, 1] only until resized; normalising commutes with the resize
+        """(B, C, H, W) -> (B, C, th, tw) floats in [0, 1]. A uint8 image is resized by torch's uint8 antialiased
+        kernel (4-8x faster than converting the whole image to float first: at 1024x1024 the float copy and
+        resize took most of the model's time; fixed-point weights, rounded to uint8 levels), so it agrees with the
+        float path to within one level (1/255); training and `eval` feed uint8, so both see the same thumbnails."""
+        if x.dtype == torch.uint8 and x.device.type == "cpu":
+            return to_unit(resize(x, self.thumb_shape))  # (B, C, th, tw)
         return resize(to_unit(x), self.thumb_shape)  # (B, C, th, tw)
 
     def glance1_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -181,7 +181,8 @@ def evaluate(model: nn.Module, split, *, mode: str | None = None, batch_size: in
         n += y.shape[0]
     n = max(n, 1)
     return {"accuracy": correct / n, "loss": loss / n, "predictions": torch.cat(preds) if preds else None,
-            "labels": torch.cat(labels) if labels else None, "images": n, "skipped": getattr(split, "skipped", 0) - skipped_before}
+            "labels": torch.cat(labels) if labels else None, "images": n,
+            "skipped": getattr(split, "skipped", 0) - skipped_before}
 
 
 SOFT_MAX_PATCHES = 64  # validation also runs soft (all-patch) inference only for grids up to this size
