@@ -190,7 +190,7 @@ def part_speed(*, quick: bool, threads: int) -> dict:
         cfg = apply_overrides(get_preset("large-two"), [f"model.image_size={size}"])
         derive(cfg, (3, size, size), [str(i) for i in range(10)])
         torch.manual_seed(0)
-        two = build_model(cfg.model).eval()
+        two = build_model(cfg.model).eval().to(memory_format=torch.channels_last)  # as training leaves it
         full = OneGlance(in_channels=3, num_classes=10, image_size=size, channels=FULL_CHANNELS,
                          pool_stride=2).eval().to(memory_format=torch.channels_last)
         x1 = torch.randint(0, 256, (1, 3, size, size), dtype=torch.uint8)
