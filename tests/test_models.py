@@ -344,3 +344,15 @@ def test_fields_left_to_the_data_build_by_the_derive_rule():
     assert (m.patch_size, m.patch_stride, m.thumb_size) == (want.patch_size, want.patch_stride, want.thumb_size)
     assert m.normalize.mean.numel() == 3 and m.what.out_features == 10
     assert cfg.patch_size is None  # the caller's config is left as it was
+
+
+def test_presets_are_fresh_configs_every_call():
+    """Overriding one preset's config never changes the next get_preset of it (no shared sub-configs)."""
+    from multiglance.config import apply_overrides
+    from multiglance.models import get_preset, list_models
+
+    for name in list_models():
+        apply_overrides(get_preset(name), ["data.name=mnist", "model.image_size=77", "train.lr=0.5"])
+        again = get_preset(name)
+        assert again.data.name != "mnist" or name.startswith("mnist"), name
+        assert again.model.image_size != 77 and again.train.lr != 0.5, name

@@ -4,6 +4,7 @@ regenerated from them. Every record carries the command, commit and config that 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -29,6 +30,26 @@ def git_commit() -> str:
         return "unknown"
 
 
+def command_line(argv: list[str] | None = None) -> str:
+    """This process's command line as results record it: absolute paths cut to their last part (or made
+    relative to the working folder), so no path of this machine is published."""
+    def shown(arg: str) -> str:
+        key, eq, value = arg.partition("=")
+        if eq and os.path.isabs(value):
+            return f"{key}={_relative(value)}"
+        return _relative(arg) if os.path.isabs(arg) else arg
+
+    return " ".join(["multiglance", *(shown(a) for a in (sys.argv[1:] if argv is None else argv))])
+
+
+def _relative(path: str) -> str:
+    p = Path(path)
+    try:
+        return p.relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return p.name
+
+
 def require_clean(allow_dirty: bool = False) -> None:
     """Results are published from a committed tree only: UserError on uncommitted changes unless allowed."""
     if git_commit().endswith("-dirty") and not allow_dirty:
@@ -42,7 +63,7 @@ def write_result(folder: Path, name: str, record: dict[str, Any]) -> Path:
     """Write docs/results/NAME.json with the command line and commit added; checks the required keys."""
     missing = [k for k in REQUIRED_KEYS if k not in record]
     assert not missing, f"result {name} lacks {missing}"
-    record = {"command": " ".join(["multiglance", *sys.argv[1:]]), **record}
+    record = {"command": command_line(), **record}
     record.setdefault("commit", git_commit())
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

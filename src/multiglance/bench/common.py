@@ -49,13 +49,9 @@ def shown(path: str | os.PathLike) -> str:
 
 def shown_command(argv: list[str] | None = None) -> str:
     """The command line (default: this process's) with every absolute path shown as `shown` shows it."""
-    def one(arg: str) -> str:
-        key, eq, value = arg.partition("=")
-        if eq and os.path.isabs(value):
-            return f"{key}={shown(value)}"
-        return shown(arg) if os.path.isabs(arg) else arg
+    from ..results import command_line
 
-    return " ".join(["multiglance", *(one(a) for a in (sys.argv[1:] if argv is None else argv))])
+    return command_line(argv)
 
 
 def shown_config(cfg: RunConfig) -> dict:

@@ -218,7 +218,10 @@ def part_speed(*, quick: bool, threads: int) -> dict:
 
 
 # ---- the photo benchmark --------------------------------------------------------------------------------------
-def part_scenes(runs_dir: Path, *, quick: bool, epochs: int | None, progress: bool) -> dict:
+CURRICULUM = ((128, 2), (256, 2))  # (scene size, epochs) before the 512x512 run, with --scenes-curriculum
+
+
+def part_scenes(runs_dir: Path, *, quick: bool, epochs: int | None, progress: bool, curriculum: bool = False) -> dict:
     """scenes-two against scenes-one: each trained through `train.fit` (validating on the validation scenes),
     then validation accuracy and the test split, read once, by the saved model's own inference path."""
     from ..models import get_preset
@@ -226,12 +229,24 @@ def part_scenes(runs_dir: Path, *, quick: bool, epochs: int | None, progress: bo
     from .common import epoch_records, shown_config, train_or_resume, val_and_test
 
     quick_sets = ["data.train_limit=64", "data.val_limit=32", "data.test_limit=32", "train.workers=0"]
-    out = {}
+    budget = (quick_sets + ["train.epochs=1"]) if quick else ([f"train.epochs={epochs}"] if epochs else [])
+    out, start = {}, None
+    for size, stage_epochs in CURRICULUM if curriculum else ():
+        # a curriculum, as megapixel MNIST needed: the same model (patches of 64, thumbnail at 1/8, a conv scorer)
+        # on small scenes first, where the object is a quarter (128) or a sixteenth (256) of the image
+        cfg = apply_overrides(get_preset("scenes-two"), [
+            f"data.name=scenes-cifar10-{size}", f"model.image_size={size}", "model.patch_size=64",
+            "model.patch_stride=32", f"model.thumb_size={size // 8}", f"train.epochs={stage_epochs}",
+            *([f"train.init_from={start}"] if start else []), *(quick_sets if quick else [])])
+        stage = runs_dir / f"scenes-two-{size}{'-quick' if quick else ''}"
+        if not train_or_resume(cfg, stage, progress):
+            raise UserError(f"{stage.name} stopped early; run the same command again to resume it")
+        start = stage
     for preset in ("scenes-two", "scenes-one"):
         cfg = get_preset(preset)
-        apply_overrides(cfg, (quick_sets + ["train.epochs=1"]) if quick else
-                        ([f"train.epochs={epochs}"] if epochs else []))
-        run_dir = runs_dir / (preset + ("-quick" if quick else ""))
+        apply_overrides(cfg, budget + ([f"train.init_from={start}"] if start and preset == "scenes-two" else []))
+        run_dir = runs_dir / (preset + ("-curriculum" if start and preset == "scenes-two" else "")
+                              + ("-quick" if quick else ""))
         if not train_or_resume(cfg, run_dir, progress):
             raise UserError(f"{run_dir.name} stopped before its {cfg.train.epochs} epochs; run the same command "
                             "again to resume it")
@@ -243,6 +258,8 @@ def part_scenes(runs_dir: Path, *, quick: bool, epochs: int | None, progress: bo
                                           "val_images", "test_images", "eval_command", "run_dir")} | {
             "train_images": len(train), "epochs": len(done),
             "train_seconds": round(sum(r["train_seconds"] for r in done), 1), "config": shown_config(cfg)}
+        if preset == "scenes-two" and start:  # the curriculum's own epochs are not in train_seconds
+            out[preset]["curriculum"] = [f"scenes-cifar10-{size}: {n} epochs" for size, n in CURRICULUM]
     two, one = out["scenes-two"], out["scenes-one"]
     out["gap_points"] = round(100 * (two["accuracy_hard"] - one["accuracy_hard"]), 2)
     out["flop_ratio_one_over_two"] = round(one["test_flops_per_image"] / two["test_flops_per_image"], 3)
@@ -286,7 +303,8 @@ def bench_large(args) -> None:
             elif part == "speed":
                 record = part_speed(quick=args.quick, threads=threads)
             else:
-                record = part_scenes(runs_dir, quick=args.quick, epochs=args.epochs, progress=not args.quiet)
+                record = part_scenes(runs_dir, quick=args.quick, epochs=args.epochs, progress=not args.quiet,
+                                     curriculum=args.scenes_curriculum)
             path = publish(docs, part + ("-quick" if args.quick else ""), record, args.allow_dirty)
             print(f"{part}: {time.perf_counter() - start:.0f} s -> {path}", flush=True)
     from .large_report import build_section
@@ -301,6 +319,8 @@ def register(subparsers) -> None:
     p.add_argument("--parts", nargs="+", metavar="PART", help=f"some of: {', '.join(PARTS)} (default all)")
     p.add_argument("--quick", action="store_true", help="small images and budgets (CI): proves the pipeline")
     p.add_argument("--epochs", type=int, help="epochs of the scenes runs (default: the presets')")
+    p.add_argument("--scenes-curriculum", action="store_true", help="start scenes-two from runs on 128x128 and "
+                   "256x256 scenes (CURRICULUM)")
     p.add_argument("--runs-dir", default="runs/large", help="where generated folders and run folders go")
     p.add_argument("--docs", default="docs", help="docs folder (results/ and RESULTS.md inside)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")

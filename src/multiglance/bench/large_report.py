@@ -47,16 +47,20 @@ def speed_lines(s: dict) -> list[str]:
              "| image | patches (k) | MFLOPs two / full | FLOP ratio | batch | ms/image two | ms/image full | speed-up "
              "| speed-up / FLOP ratio | end to end with JPEG decode, two / full |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    ok = True
+    misses, total = [], 0
     for r in s["rows"]:
         for b in sorted(int(k.split("_b")[1]) for k in r if k.startswith("speedup_b")):
             ratio = r[f"speedup_over_flop_ratio_b{b}"]
-            ok &= ratio >= TARGETS["speed_over_flops"]
+            total += 1
+            if ratio < TARGETS["speed_over_flops"]:
+                misses.append(f"{r['size']} at batch {b}: {ratio:.3f}")
             lines.append(f"| {r['size']}x{r['size']} | {r['patches']} ({r['top_k']}) | {r['mflops_two']:,.0f} / "
                          f"{r['mflops_full']:,.0f} | {r['flop_ratio']:.0f} | {b} | {r[f'ms_per_image_two_b{b}']:.1f} | "
-                         f"{r[f'ms_per_image_full_b{b}']:.0f} | {r[f'speedup_b{b}']:.0f}x | {ratio:.2f} | "
+                         f"{r[f'ms_per_image_full_b{b}']:.0f} | {r[f'speedup_b{b}']:.0f}x | {ratio:.3f} | "
                          f"{r[f'end_to_end_ms_two_b{b}']:.1f} / {r[f'end_to_end_ms_full_b{b}']:.0f} ms |")
-    lines += ["", f"- Two-glance inference at least 0.5 x the FLOP ratio faster: {_verdict(ok, 'every row above')}. "
+    detail = (f"{total - len(misses)} of {total} rows; below 0.5: {', '.join(misses)}" if misses
+              else f"all {total} rows")
+    lines += ["", f"- Two-glance inference at least 0.5 x the FLOP ratio faster: {_verdict(not misses, detail)}. "
               "The JPEG decode (one image of that size, Pillow) is included in the end-to-end times."]
     return lines
 
@@ -71,6 +75,9 @@ def scenes_lines(c: dict) -> list[str]:
     for name, r in (("two glances, top 3 patches (`scenes-two`)", two), ("one glance on the 64x64 view (`scenes-one`)", one)):
         lines.append(f"| {name} | {r['epochs']} | {100 * r['val_accuracy_hard']:.1f} | {100 * r['accuracy_hard']:.1f} | "
                      f"{r['test_flops_per_image'] / 1e6:.1f} | {r['params']:,} | {r['train_seconds'] / 60:.1f} |")
+    if two.get("curriculum"):
+        lines += ["", f"`scenes-two` started from a curriculum of the same model on smaller scenes ("
+                  f"{'; '.join(two['curriculum'])}), as megapixel MNIST needed; without it, it stayed at chance."]
     gap = c["gap_points"]
     detail = f"{gap:+.1f} points; FLOPs one / two = {c['flop_ratio_one_over_two']:.2f}"
     lines += ["", "- `large-two` beats `large-one` of equal test-time FLOPs by at least 5 points: "

@@ -32,6 +32,8 @@ DATASETS: dict[str, tuple[str, str | None]] = {
     "megapixel-mnist": ("megapixel:load_megapixel_mnist", "mnist"),
     "megapixel-mnist-easy": ("megapixel:load_megapixel_mnist_easy", "mnist"),
     "scenes-cifar10-512": ("scenes:load_scenes_cifar10_512", "cifar10/cifar10-jpeg.zip"),  # + ../tiny-imagenet-200.zip
+    "scenes-cifar10-256": ("scenes:load_scenes_cifar10_256", "cifar10/cifar10-jpeg.zip"),  # curriculum steps
+    "scenes-cifar10-128": ("scenes:load_scenes_cifar10_128", "cifar10/cifar10-jpeg.zip"),
 }
 
 

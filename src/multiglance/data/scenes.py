@@ -350,6 +350,16 @@ def load_scenes_cifar10(root, split: str, *, size: int = 512, n: int | None = No
     return out
 
 
+def load_scenes_cifar10_128(root, split: str, **options) -> SceneSplit:
+    """128x128 scenes (one tile; the object a quarter of the area): the first step of a curriculum."""
+    return load_scenes_cifar10(root, split, size=128, **options)
+
+
+def load_scenes_cifar10_256(root, split: str, **options) -> SceneSplit:
+    """256x256 scenes (4 tiles; the object 6.25% of the area): the second step of a curriculum."""
+    return load_scenes_cifar10(root, split, size=256, **options)
+
+
 def load_scenes_cifar10_512(root, split: str, **options) -> SceneSplit:
     """`scenes-cifar10-512`: 512x512 scenes. Options: n, seed, tiny (path), cache."""
     return load_scenes_cifar10(root, split, size=512, **options)

@@ -27,7 +27,7 @@ from .registry import register_model
 
 def _large_train(**kw) -> TrainConfig:
     return TrainConfig(**({"epochs": 10, "batch_size": 16, "optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4,
-                           "uniform_weight": 1.0, "eval_batch_size": 32, "workers": 2} | kw))
+                           "uniform_weight": 1.0, "eval_batch_size": 16, "workers": 2} | kw))
 
 
 def _large_two(image_size: int = 1024, data: DataConfig | None = None, **model) -> RunConfig:
@@ -63,12 +63,15 @@ def _megapixel_low(easy: bool) -> RunConfig:
     return RunConfig(model=m, data=two.data, train=_large_train(epochs=3 if easy else 8, uniform_weight=0.0))
 
 
-SCENES = DataConfig(name="scenes-cifar10-512", flip=True)
+def _scenes() -> DataConfig:  # a new DataConfig per preset call: overrides of one run never leak into the next
+    return DataConfig(name="scenes-cifar10-512", flip=True)
+
+
 register_model("large-two")(lambda: _large_two())
 register_model("large-one")(lambda: _large_one())
 register_model("megapixel-two")(lambda: _megapixel(easy=False))
 register_model("megapixel-easy-two")(lambda: _megapixel(easy=True))
 register_model("megapixel-low-one")(lambda: _megapixel_low(easy=False))
 register_model("megapixel-easy-low-one")(lambda: _megapixel_low(easy=True))
-register_model("scenes-two")(lambda: _large_two(512, SCENES))
-register_model("scenes-one")(lambda: _large_one(512, SCENES))
+register_model("scenes-two")(lambda: _large_two(512, _scenes()))
+register_model("scenes-one")(lambda: _large_one(512, _scenes()))
