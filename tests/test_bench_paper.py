@@ -112,3 +112,17 @@ def test_mean_std():
     assert _mean_std([0.5]) == "50.0"
     assert _mean_std([0.5, 0.7]) == "60.0 ± 14.1"
     assert isinstance(Experiment("x", "cifar10", "paper-cifar10-one"), Experiment)
+
+
+def test_published_accuracy_is_what_eval_of_the_run_computes(quick):
+    """The JSON's numbers are the saved model's own inference path: `multiglance eval RUN` gives them again."""
+    from multiglance.evaluate import evaluate_run
+
+    root, _ = quick
+    for path in sorted((root / "results").glob("*.json")):
+        record = json.loads(path.read_text())
+        assert record["eval_command"] == f"multiglance eval {record['run_dir']} --json"
+        again = evaluate_run(root / "runs" / record["run_dir"], timing=False)
+        assert again["accuracy_hard"] == record["accuracy_hard"] and again["test_images"] == record["test_images"]
+        val = evaluate_run(root / "runs" / record["run_dir"], timing=False, split="val")
+        assert val["accuracy_hard"] == record["val_accuracy_hard"]

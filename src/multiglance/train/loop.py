@@ -22,18 +22,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import runs
 from ..config import RunConfig, derive
 from ..config import validate as validate_config
 from ..data import load_split
-from ..data.batches import channel_stats, eval_batches, train_batches
+from ..data.batches import channel_stats, train_batches
 from ..data.images import set_max_pixels
 from ..data.split import limit
 from ..errors import Stopped, UserError
 from ..models import build_model
+from .evaluation import SOFT_MAX_PATCHES, evaluate, takes_uint8, validate  # noqa: F401  (re-exported)
 from .objectives import loss_fn, lr_factor
 
 
@@ -62,7 +62,7 @@ def resolve_device(name: str) -> str:
     return name
 
 
-# ---- one epoch, evaluation -----------------------------------------------------------------------------------
+# ---- one epoch -----------------------------------------------------------------------------------------------
 @dataclass
 class Trainer:
     """What one epoch needs: the model (DDP-wrapped or not), its raw module, the optimiser and schedule, the
@@ -78,11 +78,6 @@ class Trainer:
     run_dir: Path | None = None
     progress: bool = False
     last_save: float = 0.0  # time.monotonic() of the last checkpoint (train.checkpoint_minutes)
-
-
-def takes_uint8(model: nn.Module) -> bool:
-    """The two-glance model reads uint8 batches itself (it converts only the thumbnail and the chosen patches)."""
-    return getattr(model, "kind", None) == "two" and getattr(model, "accepts_uint8", False)
 
 
 def train_one_epoch(t: Trainer, train, epoch: int, step: int, *, start_batch: int = 0, partial: dict | None = None,
@@ -159,45 +154,6 @@ def train_one_epoch(t: Trainer, train, epoch: int, step: int, *, start_batch: in
     return {**({"stopped": True} if stopped else {}), "step": step, "train_loss": (total_loss / max(seen, 1)).item(),
             "train_acc": (correct / max(seen, 1)).item(), "train_seconds": seconds, "data_seconds": data_seconds,
             "images_per_s": seen * t.world / max(seconds, 1e-9), "skipped_images": getattr(train, "skipped", 0)}
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, split, *, mode: str | None = None, batch_size: int = 500, device: str = "cpu",
-             channels_last: bool = True, k: int | None = None, workers: int = 0) -> dict:
-    """Accuracy and loss of `model` on `split`, by the model's own inference path (two-glance: `mode` "hard",
-    the default, or "soft"; hard top-k with the model's selection and combination rule). Images that do not
-    decode are skipped (counted in `skipped`) and count as neither right nor wrong."""
-    model.eval()
-    correct, loss, preds, labels, n = 0, 0.0, [], [], 0
-    skipped_before = getattr(split, "skipped", 0)
-    for x, y in eval_batches(split, batch_size=batch_size, channels_last=channels_last, device=device,
-                             workers=workers, as_float=not takes_uint8(model)):
-        out = model(x) if model.kind == "one" else model(x, mode=mode, k=k)
-        loss += F.cross_entropy(out, y, reduction="sum").item()
-        pred = out.argmax(-1)
-        correct += (pred == y).sum().item()
-        preds.append(pred.cpu())
-        labels.append(y.cpu())
-        n += y.shape[0]
-    n = max(n, 1)
-    return {"accuracy": correct / n, "loss": loss / n, "predictions": torch.cat(preds) if preds else None,
-            "labels": torch.cat(labels) if labels else None, "images": n,
-            "skipped": getattr(split, "skipped", 0) - skipped_before}
-
-
-SOFT_MAX_PATCHES = 64  # validation also runs soft (all-patch) inference only for grids up to this size
-
-
-def validate(model: nn.Module, val, cfg: RunConfig, device: str) -> dict:
-    """The per-epoch validation record: hard accuracy and loss on the validation split (never the test split),
-    and soft accuracy for small grids."""
-    kw = dict(batch_size=cfg.train.eval_batch_size, device=device, channels_last=cfg.train.channels_last,
-              workers=cfg.train.workers)
-    hard = evaluate(model, val, mode="hard", **kw)
-    record = {"val_loss": hard["loss"], "val_acc_hard": hard["accuracy"], "val_images": hard["images"]}
-    if model.kind == "two" and model.num_patches <= SOFT_MAX_PATCHES:
-        record["val_acc_soft"] = evaluate(model, val, mode="soft", **kw)["accuracy"]
-    return record
 
 
 # ---- the whole run -------------------------------------------------------------------------------------------
