@@ -26,13 +26,14 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 
-# make reproduce: the report's experiments on ../shared/data -> docs/RESULTS.md, docs/results/*.json, docs/*.png
-# (CIFAR-10 and Tiny ImageNet side by side, one thread each). make reproduce-quick: the same pipeline with tiny
-# budgets into runs/paper-quick (docs untouched), a few minutes.
-REPRO = $(PY) -m multiglance bench paper --threads 1 --runs-dir runs/paper
+# make reproduce: the report's experiments on ../shared/data -> docs/RESULTS.md, docs/results/*.json, docs/*.png,
+# one training job at a time with both cores. Tiny ImageNet with 500 images per class (as the report had): build
+# it with ../shared/data/build_tiny_imagenet_full.py and point MULTIGLANCE_DATA at its folder.
+# make reproduce-quick: the same pipeline with tiny budgets into runs/paper-quick (docs untouched), a few minutes.
+REPRO = $(PY) -m multiglance bench paper --threads 2 --runs-dir runs/paper
 reproduce: install
-	$(REPRO) --datasets cifar10 & $(REPRO) --datasets tiny-imagenet; wait
-	$(REPRO) --report-only
+	$(REPRO) --datasets cifar10
+	$(REPRO) --datasets tiny-imagenet
 
 reproduce-quick: install
 	$(PY) -m multiglance bench paper --quick --runs-dir runs/paper-quick/runs --docs runs/paper-quick

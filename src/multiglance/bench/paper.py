@@ -257,15 +257,15 @@ def curves(rows: list[dict], docs: Path, runs_dir: Path) -> list[str]:
 def build_report(docs: Path, datasets: list[str], quick: bool, runs_dir: Path = Path("runs/paper")) -> str:
     records = [r for r in results.read_results(docs / "results") if r["dataset"] in datasets]
     parts = ["## Reproducing the report (`multiglance bench paper`)", "",
-             "Regenerate: `make reproduce` (= `multiglance bench paper`, the two data sets side by side, one thread "
-             "each; the rows below took about 60 min of wall time on 2 CPU cores shared with other jobs at a load "
-             "of 12 to 19; the rows not shown are listed in the experiment list but were not run; "
-             "`--report-only` rebuilds this page from the JSON files). Every row is the mean ± std over the seeds "
-             "listed of the JSON files "
-             "`docs/results/<dataset>__<config>__seed<N>.json`. Accuracy is top-1 on the whole evaluation split; "
+             "Regenerate: `make reproduce` (= `multiglance bench paper --threads 2`: one training job at a time with "
+             "both cores, at the presets' full budgets; `--report-only` rebuilds this page from the JSON files; rows "
+             "of the experiment list without JSON files are not shown). Every row is the mean ± std over the seeds "
+             "listed of the JSON files `docs/results/<dataset>__<config>__seed<N>.json`. Each run validates on its "
+             "validation split (held out from the training images) and its test split is read once, after "
+             "training, by the saved model's own inference path (`eval_command` in the JSON). Accuracy is top-1; "
              "'hard' is the two-glance model's real test-time path (glance 2 on the top patch only), 'soft' "
              "weights all patches as in training. FLOPs are PyTorch's counter (multiply and add counted apart) "
-             "for one image on the hard path; latency and throughput are medians on this shared 2-core CPU with "
+             "for one image on the hard path; latency and throughput are medians on this 2-core CPU with "
              "the number of threads in each JSON's `timing_threads`, so compare them within a table, not across "
              "machines. 'train min/run' is the sum of the epochs' training time (no evaluation)."]
     if quick:
@@ -288,6 +288,9 @@ def build_report(docs: Path, datasets: list[str], quick: bool, runs_dir: Path = 
     if verdicts(all_rows):
         parts += ["", "Against the report, from the numbers above (within 2 points counts as a match):", ""]
         parts += [f"- {v}" for v in verdicts(all_rows)]
+    if (docs / "results" / "early").is_dir() and not quick:
+        parts += ["", "The early runs of this table (2 and 3 epochs, trained while 4-6 jobs shared the 2 cores, "
+                      "validated on the test split) are kept in `docs/results/early/` and no longer shown."]
     notes = docs / "paper-discussion.md"
     if notes.is_file() and not quick:
         parts += ["", notes.read_text().strip()]
