@@ -1,7 +1,7 @@
 """The kill-and-resume record: SIGKILL a tiny CPU training run N times at random moments, `--resume` after
 each kill, and check that it ends with weights bit-identical to a run that was never killed.
 
-    OMP_NUM_THREADS=1 python scripts/kill_resume.py --kills 20 --work /tmp/kill-record --docs docs/RELIABILITY.md
+    OMP_NUM_THREADS=1 python scripts/kill_resume.py --kills 20 --work runs/kill-record --docs docs/RELIABILITY.md
 
 Each child is `multiglance train` with a checkpoint written after every step (`train.checkpoint_every=1`), so
 many kills land inside a checkpoint write. The child notes its phase (step, validation, checkpoint write)
