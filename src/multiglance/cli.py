@@ -46,8 +46,8 @@ def cmd_eval(args) -> None:
     from .compare import COLUMNS, table
     from .evaluate import evaluate_run
 
-    result = evaluate_run(args.run, data_root=args.data, timing=not args.no_timing, split=args.split,
-                          overrides=args.set or [], memory=args.memory)
+    result = evaluate_run(args.run, weights=args.weights, data_root=args.data, timing=not args.no_timing,
+                          split=args.split, overrides=args.set or [], memory=args.memory)
     if args.json:
         print(json.dumps(result))
         return
@@ -55,6 +55,28 @@ def cmd_eval(args) -> None:
                test_flops_per_image=f"{result['test_flops_per_image'] / 1e6:.2f}")
     print(table([row], [c for c in COLUMNS if c[0] not in ("epochs", "train_seconds")]))
     print("per-class accuracy (hard): " + ", ".join(f"{k} {v}" for k, v in result["per_class_accuracy"].items()))
+    if (pub := result.get("published")) and args.split == pub["split"] and not args.set:
+        same = abs(pub["accuracy_hard"] - result["accuracy_hard"]) < 5e-5
+        print(f"published ({pub['result']}, commit {pub['commit']}): {pub['accuracy_hard']:.4f}; now "
+              f"{result['accuracy_hard']:.4f} ({'the same' if same else 'DIFFERENT: check the data and versions'})")
+
+
+def cmd_weights(args) -> None:
+    from . import weights
+
+    if args.export:
+        if not args.result:
+            raise UserError("--export RUN needs --result docs/results/NAME.json (the run's published record)")
+        path = weights.export(args.export, args.result, name=args.name, overrides=args.set or [])
+        print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB) and its line in {weights.SUMS}")
+        return
+    rows = weights.listing()
+    if not rows:
+        print(f"no shipped weights in {weights.SHIPPED}")
+    for r in rows:
+        acc = "-" if r["accuracy_hard"] is None else f"{r['accuracy_hard']:.4f}"
+        print(f"{r['name']:40s} {r['kb']:6d} KB  sha256 {'ok' if r['sha256_ok'] else 'MISMATCH'}  "
+              f"published test {acc}  ({r['result']})")
 
 
 def cmd_compare(args) -> None:
@@ -106,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="accuracy, FLOPs, latency and throughput of a trained run")
-    p.add_argument("run", help="a run folder")
+    p.add_argument("run", nargs="?", help="a run folder (or give --weights)")
+    p.add_argument("--weights", metavar="NAME", help="shipped weights (`multiglance weights` lists them) or a .pt file")
     p.add_argument("--data", help="data file or folder (default: the one the run was trained on)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--no-timing", action="store_true", help="skip latency/throughput measurement")
@@ -115,6 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an inference-time option, e.g. model.top_k=5 or model.topk_combine=equal (repeatable)")
     p.add_argument("--memory", action="store_true", help="also measure the peak memory of a batch-1 forward")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("weights", help="list the shipped weights of the headline runs (or export a run's)")
+    p.add_argument("--export", metavar="RUN", help="write docs/weights/NAME.pt from this finished run folder")
+    p.add_argument("--result", metavar="JSON", help="with --export: the run's published result JSON")
+    p.add_argument("--name", help="with --export: the file's name (default: the JSON's)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="with --export: the inference options of the published number (as for eval)")
+    p.set_defaults(func=cmd_weights)
 
     p = sub.add_parser("compare", help="a table of several runs side by side, and their training curves")
     p.add_argument("runs", nargs="+", help="run folders")

@@ -215,6 +215,20 @@ def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
     return cfg
 
 
+# the options that change how saved weights are used, never the weights (`eval --set`, shipped weights)
+INFERENCE_KEYS = ("model.top_k", "model.topk_combine", "model.inference", "model.selection", "model.nms_radius",
+                  "train.eval_batch_size", "train.workers", "data.test_limit", "data.val_limit")
+
+
+def apply_inference_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
+    """`apply_overrides` restricted to INFERENCE_KEYS: a trained model's other keys are fixed by its weights."""
+    for item in overrides:
+        if item.split("=", 1)[0].strip() not in INFERENCE_KEYS:
+            raise ConfigError(f"--set {item!r}: only inference-time options can change after training "
+                              f"({', '.join(INFERENCE_KEYS)}); the weights fix the rest")
+    return apply_overrides(cfg, list(overrides))
+
+
 def apply_yaml(cfg: RunConfig, path: str | Path) -> RunConfig:
     import yaml
 

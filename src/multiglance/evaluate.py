@@ -23,13 +23,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .config import RunConfig, apply_overrides, to_dict
+from .config import RunConfig, apply_inference_overrides, to_dict
 from .errors import UserError
 from .runs import load_run
 from .train import SOFT_MAX_PATCHES, check_fit, evaluate, load_data
-
-INFERENCE_KEYS = ("model.top_k", "model.topk_combine", "model.inference", "model.selection", "model.nms_radius",
-                  "train.eval_batch_size", "train.workers", "data.test_limit", "data.val_limit")
 
 
 def count_flops(model: nn.Module, x: torch.Tensor, **kwargs) -> int:
@@ -161,24 +158,31 @@ def evaluate_model(model: nn.Module, cfg: RunConfig, test, *, timing: bool = Tru
     return result
 
 
-def evaluate_run(run_dir: str | Path, *, data_root: str | None = None, timing: bool = True, split: str = "test",
-                 overrides: list[str] = (), memory: bool = False) -> dict:
-    """Evaluate a saved run on `split` ("test" or "val"), with inference-time `overrides` (INFERENCE_KEYS)."""
+def evaluate_run(run_dir: str | Path | None = None, *, weights: str | None = None, data_root: str | None = None,
+                 timing: bool = True, split: str = "test", overrides: list[str] = (), memory: bool = False) -> dict:
+    """Evaluate a saved run (or shipped `weights`, see weights.py) on `split` ("test" or "val"), with
+    inference-time `overrides` (INFERENCE_KEYS)."""
     if split not in ("test", "val"):
         raise UserError(f"--split {split!r}: use test or val")
-    for item in overrides:
-        if item.split("=", 1)[0].strip() not in INFERENCE_KEYS:
-            raise UserError(f"eval --set {item!r}: only inference-time options can change at evaluation "
-                            f"({', '.join(INFERENCE_KEYS)}); the weights fix the rest")
-    model, cfg = load_run(run_dir)
+    if (run_dir is None) == (weights is None):
+        raise UserError("give a run folder or --weights NAME (one of them)")
+    published = None
+    if weights is not None:
+        from .weights import load_weights
+
+        model, cfg, record = load_weights(weights)
+        published = record["published"]
+    else:
+        model, cfg = load_run(run_dir)
     if overrides:
-        apply_overrides(cfg, list(overrides))
+        apply_inference_overrides(cfg, list(overrides))
         model = _rebuild(model, cfg)
     if data_root is not None:
         cfg.data.root = data_root
     (data,) = load_data(cfg, (split,))
     check_fit(cfg, data)
-    return {"run": str(run_dir), "split": split, "overrides": list(overrides),
+    source = {"run": str(run_dir)} if weights is None else {"weights": weights, "published": published}
+    return {**source, "split": split, "overrides": list(overrides),
             **evaluate_model(model, cfg, data, timing=timing, memory=memory)}
 
 
