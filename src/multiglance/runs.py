@@ -163,18 +163,23 @@ def truncate_metrics(run_dir: Path, last_epoch: int, last_step: int | None = Non
 
 def load_run(run_dir: str | os.PathLike, device: str = "cpu"):
     """A trained model, in eval mode, and its RunConfig: `model, cfg = load_run("runs/digits-two")`."""
-    from .models import build_model
-
     run_dir = Path(run_dir)
     cfg = load_config(run_dir)
     state = load_checkpoint(run_dir)
+    return build_trained(cfg, state, f"the checkpoint in {str(run_dir)!r}").to(device).eval(), cfg
+
+
+def build_trained(cfg: RunConfig, state: dict[str, Any], what: str):
+    """`cfg`'s model with `state["model"]` loaded; CheckpointError naming `what` when they do not fit."""
+    from .models import build_model
+
     model = build_model(cfg.model)
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError) as e:
-        raise CheckpointError(f"the checkpoint in {str(run_dir)!r} does not fit its config's model "
-                              f"({_first_line(e, 100)}); it comes from another model") from None
-    return model.to(device).eval(), cfg
+        raise CheckpointError(f"{what} does not fit its config's model ({_first_line(e, 100)}); it comes from "
+                              "another model") from None
+    return model
 
 
 # -------------------------------------------------------------------------------------------- resuming #

@@ -21,7 +21,7 @@ import torch
 
 from .config import RunConfig, apply_inference_overrides, from_dict, to_dict
 from .errors import CheckpointError, UserError
-from .runs import _first_line, atomic_write, load_classes, load_run
+from .runs import _first_line, atomic_write, build_trained, load_classes, load_run
 
 FORMAT = "multiglance-weights-1"
 SUMS = "SHA256SUMS"
@@ -70,8 +70,6 @@ def load_weights(name_or_path: str, folder: Path = SHIPPED) -> tuple[torch.nn.Mo
     """The model (eval mode), its config and the file's record (`published`, `classes`, `name`). The file's
     SHA-256 must match the SHA256SUMS beside it; a file with no list beside it is loaded unchecked only if it
     is not in a folder of shipped weights."""
-    from .models import build_model
-
     path = resolve(name_or_path, folder)
     sums = read_sums(path.parent)
     if sums or path.parent.resolve() == Path(folder).resolve():
@@ -90,13 +88,7 @@ def load_weights(name_or_path: str, folder: Path = SHIPPED) -> tuple[torch.nn.Mo
         raise CheckpointError(f"{str(path)!r} is not a multiglance weights file; for a run folder use "
                               "`multiglance eval RUN`")
     cfg = from_dict(record["config"])
-    model = build_model(cfg.model)
-    try:
-        model.load_state_dict(record["model"])
-    except (RuntimeError, KeyError) as e:
-        raise CheckpointError(f"the weights in {str(path)!r} do not fit their config's model "
-                              f"({_first_line(e, 100)})") from None
-    return model.eval(), cfg, record
+    return build_trained(cfg, record, f"the weights in {str(path)!r}").eval(), cfg, record
 
 
 def export(run_dir: str | Path, result: str | Path, *, name: str | None = None, overrides: list[str] = (),
