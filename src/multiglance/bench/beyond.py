@@ -2,7 +2,7 @@
 
     multiglance bench beyond --runs-dir ../runs/beyond                 # train, evaluate, write the results
     multiglance bench beyond --report-only                             # regenerate RESULTS.md + plots from JSON
-    multiglance bench beyond --quick --docs /tmp/docs                  # a tiny end-to-end pass (the test's)
+    multiglance bench beyond --quick --docs runs/beyond-quick           # a tiny end-to-end pass (the test's)
 
 Each run trains one preset (with `--set`-style overrides) on a fixed subset of the training split, validating
 every epoch on the validation split (held out from the training data; for generated canvases, canvases of

@@ -3,7 +3,7 @@ glance pays on real photographs with a small object. `multiglance bench large`.
 
     multiglance bench large                          # every part below -> docs/results/large-*.json, RESULTS.md
     multiglance bench large --parts memory speed     # only some parts
-    multiglance bench large --quick --docs /tmp/q    # CI: small images, a few steps, seconds
+    multiglance bench large --quick --docs runs/large-quick  # CI: small images, a few steps, seconds
 
 Parts (one job at a time; each records the load average it ran at and refuses to publish above --max-load):
 - memory: class folders of generated 1024x1024 JPEGs (a small shape on noise, `data.stream.make_shape_folder`),
@@ -29,6 +29,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def run_measured(argv: list[str], *, env: dict | None = None, timeout: float = 3
     """Run `argv`; return its exit code, wall seconds, stderr's last lines and the peak over time of the summed
     PSS of the process and its descendants (the DataLoader workers)."""
     start = time.perf_counter()
-    err_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"multiglance-measure-{os.getpid()}.err"
+    err_path = Path(tempfile.gettempdir()) / f"multiglance-measure-{os.getpid()}.err"
     with open(err_path, "w") as err:
         child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=env)
         peak = 0.0

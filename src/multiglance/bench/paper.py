@@ -3,7 +3,7 @@
     multiglance bench paper                                   # everything (CPU budgets stated in EXPERIMENTS)
     multiglance bench paper --datasets cifar10 --threads 1    # one data set (two of these run side by side)
     multiglance bench paper --report-only                     # rebuild docs from the finished runs only
-    multiglance bench paper --quick --docs /tmp/q --runs-dir /tmp/q/runs   # CI: the whole pipeline, ~1 min
+    multiglance bench paper --quick --docs runs/q --runs-dir runs/q/runs   # CI: the whole pipeline, ~1 min
 
 Each experiment (a preset, `--set` overrides, an epoch budget, a number of seeds) trains with `train.fit`
 into `RUNS/<dataset>__<name>__seed<N>` (resumed if cut short, skipped if complete, or copied from a matching

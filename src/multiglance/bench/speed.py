@@ -1,7 +1,7 @@
 """Speed benchmark: does the two-glance FLOP saving show on the clock, and does training use the machine?
 
     multiglance bench speed                          # the paper presets and the best beyond-the-report nets
-    multiglance bench speed --quick --json /tmp/s.json   # CI: the digits pair, a few repetitions, seconds
+    multiglance bench speed --quick --json runs/speed.json  # CI: the digits pair, a few repetitions, seconds
     multiglance bench speed --presets paper-cifar10-two --parts train infer
 
 Everything is measured in one process and as ratios of timings taken side by side, interleaved repetition by
