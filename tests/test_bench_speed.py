@@ -5,6 +5,7 @@ import argparse
 import importlib
 import importlib.util
 import json
+import os
 
 import pytest
 
@@ -43,6 +44,25 @@ def test_unknown_or_unpaired_preset_is_a_clear_error(tmp_path, capsys):
     assert "unknown preset" in capsys.readouterr().err
     assert bench._pairs_for(["paper-cifar10-two", "paper-cifar10-one"]) == [("paper-cifar10-one",
                                                                               "paper-cifar10-two")]
+
+
+def test_refuses_to_measure_on_a_loaded_machine(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench.os, "getloadavg", lambda: (7.5, 6.0, 5.0))
+    path = tmp_path / "speed.json"
+    assert main(["bench", "speed", "--quick", "--max-load", "2", "--json", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "load average 7.5 before the run is above --max-load 2" in err and "Traceback" not in err
+    assert not path.exists()
+
+
+def test_refuses_to_publish_when_the_load_rose_during_the_run(tmp_path, capsys, monkeypatch):
+    loads = iter([(0.5, 0.5, 0.5)] * 2 + [(9.0, 4.0, 2.0)] * 10)  # idle at the start, loaded at the end
+    monkeypatch.setattr(bench.os, "getloadavg", lambda: next(loads))
+    monkeypatch.setattr(bench, "run_speed", lambda *a, **k: {"loadavg_start": list(os.getloadavg())})
+    path = tmp_path / "speed.json"
+    assert main(["bench", "speed", "--quick", "--max-load", "2", "--json", str(path)]) == 2
+    assert "at the end of the run (nothing written)" in capsys.readouterr().err
+    assert not path.exists()
 
 
 @pytest.mark.parametrize("first", [True, False])

@@ -200,6 +200,32 @@ def test_sigterm_in_a_child_checkpoints_and_exits_cleanly(tmp_path: Path) -> Non
     assert state["step"] < 50 * 8 and max(r["step"] for r in runs.read_metrics(run)) == state["step"]
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_the_process_group_stops_cleanly_with_decoding_workers(tmp_path: Path, signum: int) -> None:
+    """`pkill -f` and a terminal's Ctrl-C signal the main process and its DataLoader workers alike. The workers
+    ignore both (data.batches.quiet_worker); the main process alone checkpoints, shuts them down and says so in
+    one line (a worker killed by SIGTERM used to surface as a RuntimeError traceback, exit 1)."""
+    from multiglance.data.synthetic_folders import make_shape_folder
+
+    photos = make_shape_folder(tmp_path / "photos", n_per_class=48, size=64, seed=0)
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "multiglance", "train", "--preset", "large-two", "--data", str(photos),
+            "--set", "model.image_size=64", "--set", "train.batch_size=4", "--set", "train.workers=2",
+            "--set", "data.stream=true", "--set", "train.log_every=1", "--epochs", "50", "--quiet", "--out", str(run)]
+    child = subprocess.Popen(args, env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)  # its own process group
+    deadline = time.monotonic() + 120
+    while child.poll() is None and time.monotonic() < deadline and not any(
+            r.get("kind") == "train" for r in runs.read_metrics(run)):
+        time.sleep(0.05)
+    os.killpg(child.pid, signum)  # every process of the group: the main one and its workers
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == 128 + signum, err
+    assert f"stopped by {signal.Signals(signum).name}" in err and "Traceback" not in err, err
+    assert err.count("\n") == 1, err
+    assert runs.load_checkpoint(run)["step"] >= 1
+
+
 # ---- NaN, read-only and full disks -------------------------------------------------------------------------
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reference: dict) -> None:

@@ -12,6 +12,8 @@ before it; (3) eval forwards at batch 1 and 256 of the one-glance net and the tw
 through `models.fast.FastInference`; the speed-up, the FLOP ratio, and speed-up / FLOP ratio; (4) the second
 load of CIFAR-10 and Tiny ImageNet from the shared zips (the decoded-image cache). Medians after warm-up.
 The JSON (`--json`, default docs/performance.json) has one row per preset; docs/PERFORMANCE.md cites it.
+A contended machine measures the scheduler, not the nets: the run refuses to start, and refuses to write its JSON,
+when the 1-minute load average is above `--max-load` (default: the number of cores; none for --quick).
 
 """
 from __future__ import annotations
@@ -298,13 +300,28 @@ def _pairs_for(names: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
+def check_load(limit: float, when: str) -> float:
+    """The 1-minute load average; a UserError if it is above `limit` (the timings would be contended)."""
+    load = os.getloadavg()[0]
+    if load > limit:
+        raise UserError(f"load average {load:.1f} {when} is above --max-load {limit:g}: timings would measure other "
+                        f"processes; wait for an idle machine (`uptime`) or pass a higher --max-load")
+    return load
+
+
 def cmd_speed(args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
+    # --quick proves the pipeline (CI) and publishes nothing: no load limit unless one is given
+    default = float("inf") if args.quick else float(os.cpu_count() or 1)
+    max_load = args.max_load if args.max_load is not None else default
     pairs = _pairs_for(args.presets) if args.presets else (QUICK_PAIRS if args.quick else PAIRS)
+    check_load(max_load, "before the run")
     parts = args.parts or (("train", "infer") if args.quick else PARTS)
     reps = args.reps or (3 if args.quick else 7)
     record = run_speed(pairs, reps=reps, parts=parts, quick=args.quick, clock=args.clock, backend=args.backend)
+    check_load(max_load, "at the end of the run (nothing written)")
+    record["max_load"] = max_load if max_load != float("inf") else None
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1) + "\n")
@@ -328,4 +345,6 @@ def register(subparsers) -> None:
                    "to other processes' load (needs --threads 1); wall: elapsed time")
     p.add_argument("--backend", choices=("trace", "optimize", "compile"), default="trace",
                    help="the fast test-time path (models/fast.py) measured beside eager (default trace)")
+    p.add_argument("--max-load", type=float, help="refuse to measure or publish above this 1-minute load "
+                   "average (default: the number of cores; --quick: no limit)")
     p.set_defaults(func=cmd_speed)

@@ -5,6 +5,7 @@ processes); a batch becomes float in [0, 1] only when it is drawn. The model nor
 """
 from __future__ import annotations
 
+import signal
 import warnings
 
 import torch
@@ -112,6 +113,14 @@ class _Batches(torch.utils.data.Dataset):
         return index, x, keep, [str(w.message) for w in caught]
 
 
+def quiet_worker(worker_id: int) -> None:
+    """DataLoader `worker_init_fn`: a worker ignores SIGINT and SIGTERM. Ctrl-C reaches the whole process group
+    and `pkill` every process of the command; the main process alone stops cleanly (a checkpoint, one line) and
+    shuts its workers down, instead of each worker printing a KeyboardInterrupt traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def fetch(split, index_lists: list[torch.Tensor], workers: int = 0):
     """Yield (index (b,), uint8 images (b', C, H, W), keep (b,) bool) for each index list, in order. In-memory
     splits are sliced in place; lazy ones (streamed files, rendered canvases) are decoded by `workers`
@@ -121,7 +130,8 @@ def fetch(split, index_lists: list[torch.Tensor], workers: int = 0):
         yield from ((i, *split.take(i)) for i in index_lists)  # take() warns and counts itself
         return
     loader = torch.utils.data.DataLoader(_Batches(split, index_lists), batch_size=None, shuffle=False,
-                                         num_workers=min(workers, len(index_lists)), prefetch_factor=2)
+                                         num_workers=min(workers, len(index_lists)), prefetch_factor=2,
+                                         worker_init_fn=quiet_worker)
     for index, x, keep, messages in loader:
         if messages and hasattr(split, "note_skipped"):
             failed = []

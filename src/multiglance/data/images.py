@@ -14,6 +14,7 @@ a photo viewer would.
 from __future__ import annotations
 
 import io
+import math
 import os
 import warnings
 from pathlib import Path
@@ -118,13 +119,24 @@ def _one_line(e: BaseException, limit: int = 160) -> str:
     return lines[0][:limit] if lines else "no message"
 
 
+def _draft_to_cover(img: Image.Image, height: int, width: int, swap: bool) -> None:
+    """Ask Pillow to decode at the smallest JPEG scale that still covers (height, width) once oriented
+    (`swap`: the EXIF orientation turns the image a quarter)."""
+    w, h = img.size
+    dw, dh = (h, w) if swap else (w, h)  # as displayed
+    s = max(height / dh, width / dw)  # the covering scale
+    need = (math.ceil(dw * s), math.ceil(dh * s))
+    img.draft(None, need[::-1] if swap else need)
+
+
 def decode_image(data: bytes, name: str, mode: str = "RGB", *, max_pixels: int | None = None,
-                 orient: bool = False) -> np.ndarray:
+                 orient: bool = False, cover: tuple[int, int] | None = None) -> np.ndarray:
     """The pixels of image file bytes `data` as uint8 (H, W, 3) for mode "RGB" or (H, W, 1) for "L".
 
     `name` is only used in error messages. `orient` applies the EXIF orientation tag (for photos).
-    `max_pixels`: refuse larger images (default: `pixel_limit()`). Raises DataError, and only DataError,
-    for anything that cannot be decoded.
+    `max_pixels`: refuse larger images (default: `pixel_limit()`). `cover=(height, width)`: a JPEG much larger
+    than that may be decoded at 1/2, 1/4 or 1/8 scale (`Image.draft`), never below the size that covers it as
+    displayed. Raises DataError, and only DataError, for anything that cannot be decoded.
     """
     if mode not in ("RGB", "L"):
         raise ValueError(f"mode must be 'RGB' or 'L', not {mode!r}")
@@ -141,8 +153,11 @@ def decode_image(data: bytes, name: str, mode: str = "RGB", *, max_pixels: int |
                     raise DataError(f"{name}: {w}x{h} pixels, over the limit of {limit}; refusing a possible "
                                     f"decompression bomb: resize the image, or raise the limit (data.max_pixels, "
                                     f"or {ENV_MAX_PIXELS}={w * h}) if the file is genuine")
+                orientation = img.getexif().get(0x0112, 1) if orient else 1
+                if cover is not None:  # a no-op for formats other than JPEG
+                    _draft_to_cover(img, *cover, swap=orientation in (5, 6, 7, 8))
                 img.load()  # decodes the first frame; raises on truncation
-                if orient:
+                if orientation in (2, 3, 4, 5, 6, 7, 8):
                     img = ImageOps.exif_transpose(img)
                 out = _to_array(img, mode)
     except DataError:

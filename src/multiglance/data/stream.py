@@ -27,7 +27,6 @@ possibly with b' = 0 images, so batch numbers stay aligned for an exact resume w
 from __future__ import annotations
 
 import io
-import math
 import os
 import warnings
 import zipfile
@@ -36,12 +35,13 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from ..errors import DataError
 from .archive import open_tree
+from .batches import quiet_worker
 from .classes import list_split
-from .images import ENV_MAX_PIXELS, MAX_FILE_BYTES, _raise_pillow_limit, _to_array, pixel_limit
+from .images import MAX_FILE_BYTES, decode_image
 from .synthetic_folders import make_shape_folder, shape_image  # noqa: F401 - re-exported (moved there)
 
 STREAM_BUDGET_BYTES = 2 << 30  # `should_stream`: stream when the decoded uint8 splits would exceed 2 GiB
@@ -54,45 +54,10 @@ _COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"(\xb5/\xfd")  # gzip, bzi
 def decode_fitted(data: bytes, name: str, *, height: int, width: int, channels: int = 3, draft: bool = True,
                   max_pixels: int | None = None) -> np.ndarray:
     """Image file bytes -> uint8 (height, width, channels) by the module's resize rule; DataError if unreadable.
-    `max_pixels`: refuse larger images (default: `images.pixel_limit()`, checked before decoding)."""
-    mode = "L" if channels == 1 else "RGB"
-    if not data:
-        raise DataError(f"{name}: empty file (0 bytes); replace or remove it")
-    limit = max_pixels if max_pixels is not None else pixel_limit()
-    _raise_pillow_limit(limit)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # bomb warnings (our limit decides), "Corrupt EXIF data", ...
-            with Image.open(io.BytesIO(data)) as img:
-                w, h = img.size
-                if w * h > limit:
-                    raise DataError(f"{name}: {w}x{h} pixels, over the limit of {limit}; refusing a possible "
-                                    f"decompression bomb: resize the image, or raise the limit (data.max_pixels, "
-                                    f"or {ENV_MAX_PIXELS}={w * h}) if the file is genuine")
-                orientation = img.getexif().get(0x0112, 1)
-                if draft:  # a no-op for formats other than JPEG
-                    dw, dh = (h, w) if orientation in (5, 6, 7, 8) else (w, h)  # as displayed
-                    s = max(height / dh, width / dw)  # the covering scale
-                    need = (math.ceil(dw * s), math.ceil(dh * s))
-                    img.draft(None, need[::-1] if orientation in (5, 6, 7, 8) else need)
-                img.load()  # decodes the first frame; raises on truncation
-                if orientation in (2, 3, 4, 5, 6, 7, 8):
-                    img = ImageOps.exif_transpose(img)
-                pixels = _to_array(img, mode)  # (h, w, C)
-    except DataError:
-        raise
-    except Image.UnidentifiedImageError:
-        raise DataError(f"{name}: not an image Pillow can read (a wrong extension or a corrupt file?); "
-                        "replace or remove it") from None
-    except Image.DecompressionBombError:
-        raise DataError(f"{name}: too many pixels; refusing a possible decompression bomb: resize the image, or "
-                        f"raise the limit (data.max_pixels, or {ENV_MAX_PIXELS}) if the file is genuine") from None
-    except Exception as e:  # noqa: BLE001 - Pillow's decoders raise many types on hostile bytes
-        first = (str(e).strip().splitlines() or ["no message"])[0][:160]
-        raise DataError(f"{name}: cannot decode the image ({type(e).__name__}: {first}); the file is truncated "
-                        "or corrupt, replace or remove it") from e
-    if pixels.ndim != 3 or pixels.shape[0] == 0 or pixels.shape[1] == 0:
-        raise DataError(f"{name}: the image has no pixels; replace or remove it")
+    `max_pixels`: refuse larger images (default: `images.pixel_limit()`, checked before decoding); `draft`:
+    decode a large JPEG at a reduced scale that still covers the target."""
+    pixels = decode_image(data, name, "L" if channels == 1 else "RGB", max_pixels=max_pixels, orient=True,
+                          cover=(height, width) if draft else None)  # (h, w, C)
     return fit(pixels, height, width)
 
 
@@ -320,7 +285,7 @@ class StreamLoader:
             files = _Files(self.split)
             self._it = iter(torch.utils.data.DataLoader(
                 files, batch_sampler=self.batches, num_workers=self.workers, collate_fn=files.collate,
-                pin_memory=False, persistent_workers=False))
+                pin_memory=False, persistent_workers=False, worker_init_fn=quiet_worker))
         index, images, failed = next(self._it)
         self.split.note_skipped(failed)  # in the main process: workers' warnings may never reach the user
         return index, images, self.split.labels[index]
