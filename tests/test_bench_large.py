@@ -46,3 +46,14 @@ def test_quick_bench_writes_its_results(tmp_path: Path) -> None:
         assert 0 <= r["accuracy_hard"] <= 1 and r["eval_command"].startswith("multiglance eval ")
     text = (docs / "RESULTS.md").read_text()
     assert "Photo scenes" in text and "old" not in text and str(tmp_path) not in text
+
+
+def test_refuses_to_measure_above_the_load_limit(tmp_path: Path, capsys, monkeypatch) -> None:
+    import os
+
+    monkeypatch.setattr(os, "getloadavg", lambda: (6.0, 5.0, 4.0))
+    argv = ["bench", "large", "--parts", "speed", "--max-load", "2.5", "--allow-dirty", "--docs", str(tmp_path),
+            "--runs-dir", str(tmp_path / "runs")]
+    assert main(argv) == 2
+    assert "load average 6.0 is above --max-load 2.5" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()

@@ -35,6 +35,16 @@ def bench_subparsers(subparsers: argparse._SubParsersAction) -> argparse._SubPar
 
 
 # ---- paths as JSON and docs show them ------------------------------------------------------------------------
+def check_load(limit: float, when: str = "") -> float:
+    """The 1-minute load average; a UserError if it is above `limit` (the timings would be contended)."""
+    load = os.getloadavg()[0]
+    if load > limit:
+        raise UserError(f"load average {load:.1f}{' ' + when if when else ''} is above --max-load {limit:g}: "
+                        "timings would measure other processes; wait for an idle machine (`uptime`) or pass a "
+                        "higher --max-load")
+    return load
+
+
 def shown(path: str | os.PathLike) -> str:
     """A path as JSON and docs show it: a relative one as given, an absolute one relative to the working
     folder, else only its last part (never a path of this machine)."""

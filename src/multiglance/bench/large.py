@@ -281,6 +281,8 @@ def publish(docs: Path, name: str, record: dict, allow_dirty: bool) -> Path:
 
 
 def bench_large(args) -> None:
+    from .common import check_load
+
     parts = args.parts or list(PARTS)
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
@@ -293,10 +295,8 @@ def bench_large(args) -> None:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
     if not args.report_only:
-        load = os.getloadavg()[0]
-        if load > args.max_load and not args.quick:
-            raise UserError(f"the load average is {load:.1f}, above --max-load {args.max_load}: timings would "
-                            "measure the other jobs; wait for them or raise --max-load")
+        if not args.quick:
+            check_load(args.max_load)
         for part in parts:
             start = time.perf_counter()
             if part == "memory":

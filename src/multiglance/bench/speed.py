@@ -300,16 +300,9 @@ def _pairs_for(names: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-def check_load(limit: float, when: str) -> float:
-    """The 1-minute load average; a UserError if it is above `limit` (the timings would be contended)."""
-    load = os.getloadavg()[0]
-    if load > limit:
-        raise UserError(f"load average {load:.1f} {when} is above --max-load {limit:g}: timings would measure other "
-                        f"processes; wait for an idle machine (`uptime`) or pass a higher --max-load")
-    return load
-
-
 def cmd_speed(args) -> None:
+    from .common import check_load
+
     if args.threads:
         torch.set_num_threads(args.threads)
     # --quick proves the pipeline (CI) and publishes nothing: no load limit unless one is given
