@@ -116,7 +116,8 @@ class _Batches(torch.utils.data.Dataset):
 def quiet_worker(worker_id: int) -> None:
     """DataLoader `worker_init_fn`: a worker ignores SIGINT and SIGTERM. Ctrl-C reaches the whole process group
     and `pkill` every process of the command; the main process alone stops cleanly (a checkpoint, one line) and
-    shuts its workers down, instead of each worker printing a KeyboardInterrupt traceback."""
+    shuts its workers down. Without it a worker killed by SIGTERM surfaced in the main process as a RuntimeError
+    traceback ("DataLoader worker ... is killed by signal") and exit 1."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
