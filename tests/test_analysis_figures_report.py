@@ -21,6 +21,8 @@ from multiglance.analysis.report import write_report
 from multiglance.cli import main
 from multiglance.errors import UserError
 from multiglance.models import create_model
+from multiglance.runs import load_config
+from multiglance.train import load_data
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -139,10 +141,14 @@ def test_publish_stores_data_and_regenerates_the_section(tiny_run, tmp_path, cap
     docs.mkdir()
     (docs / "RESULTS.md").write_text("# Results\n\n<!-- BEGIN analysis -->\nSTALE-TEXT\n<!-- END analysis -->\n\nkept\n")
     assert main(["analyze", str(tiny_run), "--out", str(tmp_path / "a"), "--limit", "40", "--publish", "tiny",
-                 "--docs", str(docs), "--json"]) == 0
+                 "--docs", str(docs), "--json", "--allow-dirty"]) == 0
     summary = json.loads(capsys.readouterr().out)
     record = json.loads((docs / "results" / "analysis" / "tiny.json").read_text())
     assert record["command"].startswith("multiglance") and record["config"]["preset"] == "digits-two"
+    assert str(tmp_path) not in json.dumps(record)  # no path of this machine
+    cfg = load_config(tiny_run)  # how the analysed run was trained: its own split sizes, selected on validation
+    train, val = load_data(cfg)
+    assert (record["train_images"], record["val_images"], record["selection"]) == (len(train), len(val), "val")
     assert record["localisation"] == summary["localisation"]
     with Image.open(docs / "analysis-tiny-grid.png") as small, Image.open(tmp_path / "a" / FIGURES["grid"]) as big:
         assert small.mode == "P" and small.width == min(1400, big.width)  # a palette copy, at most 1400 wide
@@ -151,6 +157,15 @@ def test_publish_stores_data_and_regenerates_the_section(tiny_run, tmp_path, cap
     assert "STALE-TEXT" not in page and page.rstrip().endswith("kept")
     assert f"{summary['localisation']['coverage']['random']:.1%}" in page
     assert "](analysis-tiny-grid.png)" in page
+
+
+def test_publish_refuses_a_dirty_tree_unless_allowed(tiny_run, tmp_path, monkeypatch, capsys) -> None:
+    import multiglance.results
+
+    monkeypatch.setattr(multiglance.results, "git_commit", lambda: "0123abcd-dirty")
+    docs = tmp_path / "docs"
+    assert main(["analyze", str(tiny_run), "--limit", "8", "--publish", "tiny", "--docs", str(docs)]) == 2
+    assert "uncommitted changes" in capsys.readouterr().err and not docs.exists()  # refused before any work
 
 
 def test_grid_cells_whole_grid_or_most_used_positions() -> None:

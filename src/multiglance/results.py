@@ -38,14 +38,17 @@ def command_line(argv: list[str] | None = None) -> str:
     def shown(arg: str) -> str:
         key, eq, value = arg.partition("=")
         if eq and os.path.isabs(value):
-            return f"{key}={_relative(value)}"
-        return _relative(arg) if os.path.isabs(arg) else arg
+            return f"{key}={shown_path(value)}"
+        return shown_path(arg) if os.path.isabs(arg) else arg
 
     return " ".join(["multiglance", *(shown(a) for a in (sys.argv[1:] if argv is None else argv))])
 
 
-def _relative(path: str) -> str:
+def shown_path(path: str) -> str:
+    """`path` as results show it: relative to the working folder, or its last part (no path of this machine)."""
     p = Path(path)
+    if not p.is_absolute():
+        return p.as_posix()
     try:
         return p.relative_to(Path.cwd()).as_posix()
     except ValueError:

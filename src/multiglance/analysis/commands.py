@@ -11,6 +11,10 @@ from ..errors import UserError
 def cmd_analyze(args) -> None:
     from .analyze import analyze_run
 
+    if args.publish:
+        from ..results import require_clean
+
+        require_clean(args.allow_dirty)
     out = args.out or f"{args.run.rstrip('/')}/analysis"
     summary = analyze_run(args.run, data=args.data, out=out, split=args.split, limit=args.limit, k=args.k,
                           example=args.example)
@@ -19,7 +23,7 @@ def cmd_analyze(args) -> None:
 
         from .publish import publish
 
-        path = publish(summary, Path(out), Path(args.run), args.publish, Path(args.docs))
+        path = publish(summary, Path(out), Path(args.run), args.publish, Path(args.docs), data=args.data)
         print(f"published {path} and the analysis section of {Path(args.docs) / 'RESULTS.md'}", file=sys.stderr)
     if args.json:
         print(json.dumps(summary))
@@ -110,6 +114,8 @@ def register(sub) -> None:
     p.add_argument("--publish", metavar="NAME", help="store the summary as DOCS/results/analysis/NAME.json, the "
                    "grid as DOCS/analysis-NAME-grid.png, and regenerate the analysis section of DOCS/RESULTS.md")
     p.add_argument("--docs", default="docs", help="the docs folder for --publish (default docs)")
+    p.add_argument("--allow-dirty", action="store_true", help="--publish from a tree with uncommitted changes (the "
+                   "JSON's commit then ends in -dirty)")
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("report", help="one self-contained HTML page: config, metrics, curves, figures, scores")

@@ -1,16 +1,17 @@
 """The analysis section of docs/RESULTS.md, regenerated from data: `multiglance analyze RUN --publish NAME`
-stores the summary as docs/results/analysis/NAME.json (with the command, commit and config), copies the
-figure-3 grid to docs/analysis-NAME-grid.png, and rewrites the section from every JSON in that folder.
+stores the summary as docs/results/analysis/NAME.json (with the command, commit, config and how the run was
+trained: its train / validation split sizes and `selection`), copies the figure-3 grid to
+docs/analysis-NAME-grid.png, and rewrites the section from every JSON in that folder. Like every publishing
+command it refuses a tree with uncommitted code unless told `--allow-dirty` (the JSON then says `-dirty`).
 """
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from ..config import to_dict
-from ..results import git_commit, read_results, replace_section
-from ..runs import atomic_write, load_config
+from ..results import command_line, git_commit, read_results, replace_section, shown_path
+from ..runs import atomic_write, load_config, read_metrics
 from .analyze import FIGURES
 
 SECTION = "analysis"
@@ -22,10 +23,27 @@ CLAIM = ("The report judged its two-glance model mostly by looking at where glan
          "Below the same views are measured.")
 
 
-def publish(summary: dict, figure_dir: Path, run_dir: Path, name: str, docs: Path = Path("docs")) -> Path:
+def training_record(run_dir: Path, data: str | None = None) -> dict:
+    """How the analysed run was trained: its training split's size (read as training reads it, `data` the
+    root override), the validation images of its last epoch, and `selection` ("val" when every epoch was
+    validated on the held-out split; None for runs from before there was one)."""
+    from ..train import load_data
+
+    cfg = load_config(run_dir)
+    if data is not None:
+        cfg.data.root = data
+    (train,) = load_data(cfg, ("train",))
+    epochs = [r for r in read_metrics(run_dir) if r.get("kind") == "epoch"]
+    val = [r.get("val_images") for r in epochs]
+    return {"selection": "val" if val and all(val) else None, "train_images": len(train),
+            "val_images": val[-1] if val else None}
+
+
+def publish(summary: dict, figure_dir: Path, run_dir: Path, name: str, docs: Path = Path("docs"),
+            data: str | None = None) -> Path:
     """Store one analysis as data, copy its grid figure into docs/, and regenerate the section."""
-    record = {"command": " ".join(["multiglance", *sys.argv[1:]]), "commit": git_commit(),
-              "config": to_dict(load_config(run_dir)), **summary}
+    record = {"command": command_line(), "commit": git_commit(), "config": to_dict(load_config(run_dir)),
+              **summary, "run": shown_path(str(run_dir)), **training_record(run_dir, data)}
     folder = docs / "results" / "analysis"
     folder.mkdir(parents=True, exist_ok=True)
     text = (json.dumps(record, indent=1) + "\n").encode()
