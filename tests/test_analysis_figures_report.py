@@ -226,3 +226,35 @@ def test_large_grid_figures_decode_only_the_images_shown(tmp_path) -> None:
     figures.heatmap_figure(images(torch.zeros(1, dtype=torch.long))[0], weights, model.patch_boxes(),
                            tmp_path / "h.png", normalized=weights - weights.mean())
     assert all(png_size((tmp_path / n).read_bytes())[0] > 100 for n in ("stats.png", "r.png", "h.png"))
+
+
+def test_analyze_shipped_weights_and_publish_their_training_record(tmp_path, capsys) -> None:
+    from conftest import SHARED_DATA
+
+    from multiglance.weights import SHIPPED
+
+    name = "cifar10__two-logits-s2__seed0"
+    if not (SHIPPED / f"{name}.pt").is_file() or not (SHARED_DATA / "cifar10").is_dir():
+        pytest.skip(f"needs docs/weights/{name}.pt and ../shared/data/cifar10")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "RESULTS.md").write_text("# Results\n\n<!-- BEGIN analysis -->\nold\n<!-- END analysis -->\n")
+    argv = ["analyze", "--weights", name, "--out", str(tmp_path / "a"), "--limit", "40", "--publish", "w",
+            "--docs", str(docs), "--json", "--allow-dirty"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["shipped_weights"] == name and summary["run"] is None and summary["images"] == 40
+    record = json.loads((docs / "results" / "analysis" / "w.json").read_text())
+    published = json.loads((SHIPPED.parent / "results" / f"{name}.json").read_text())
+    assert record["config"]["preset"] == published["config"]["preset"]
+    assert (record["selection"], record["train_images"], record["val_images"]) == \
+        ("val", published["train_images"], published["val_images"])
+    assert (tmp_path / "a" / FIGURES["grid"]).is_file()
+
+
+def test_analyze_needs_exactly_one_of_run_and_weights(tiny_run, capsys) -> None:
+    assert main(["analyze"]) == 2
+    assert "give a run folder or --weights NAME" in capsys.readouterr().err
+    assert main(["analyze", str(tiny_run), "--weights", "cifar10__two-logits-s2__seed0"]) == 2
+    assert main(["analyze", "--weights", "cifar10__two-logits-s2__seed0"]) == 2
+    assert "give --out" in capsys.readouterr().err

@@ -37,7 +37,8 @@ def test_quick_bench_writes_its_results(tmp_path: Path) -> None:
     argv = ["bench", "large", "--quick", "--docs", str(docs), "--runs-dir", str(tmp_path / "runs"), "--quiet",
             "--threads", "1", "--parts", "speed", "scenes"]
     assert main(argv) == 0
-    speed = json.loads((docs / "results" / "large-speed-quick.json").read_text())
+    speed = json.loads((docs / "benchmarks" / "large-speed-quick.json").read_text())
+    assert "selection" not in speed  # a measurement selects nothing
     assert speed["rows"][0]["flop_ratio"] > 10 and speed["rows"][0]["ms_per_image_two_b1"] > 0
     scenes = json.loads((docs / "results" / "large-scenes-quick.json").read_text())
     for name in ("scenes-two", "scenes-one"):

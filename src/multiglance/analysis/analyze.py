@@ -63,16 +63,26 @@ def take_images(split, index: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def analyze_run(run_dir: str | Path, *, data: str | None = None, out: str | Path | None = None,
-                split: str = "test", limit: int | None = None, k: int = 6, example: int = 0) -> dict:
-    """Analyse run `run_dir` on `split`; writes the figures and `analysis.json` into `out` (default
-    RUN_DIR/analysis) and returns the summary (figure paths relative to `out`)."""
-    model, cfg = load_run(run_dir)
+def analyze_run(run_dir: str | Path | None, *, weights: str | None = None, data: str | None = None,
+                out: str | Path | None = None, split: str = "test", limit: int | None = None, k: int = 6,
+                example: int = 0) -> dict:
+    """Analyse run `run_dir` (or the shipped `weights`, see `multiglance weights`) on `split`; writes the figures
+    and `analysis.json` into `out` (default RUN_DIR/analysis) and returns the summary (figure paths relative to
+    `out`)."""
+    if weights is not None:
+        from ..weights import load_weights
+
+        model, cfg, _ = load_weights(weights)
+    else:
+        model, cfg = load_run(run_dir)
+    source = f"weights {weights}" if weights is not None else str(run_dir)
     if model.kind != "two":
-        raise UserError(f"{str(run_dir)!r} is a one-glance run: it has no glance 1 to analyse; pass a two-glance run")
+        raise UserError(f"{source!r} is a one-glance model: it has no glance 1 to analyse; pass a two-glance run")
     test = load_analysis_split(cfg, split, data, limit)
     if not 0 <= example < len(test):
         raise UserError(f"--example {example} is out of range: the split has {len(test)} images")
+    if out is None and run_dir is None:
+        raise UserError("with --weights give --out: the folder for the figures and analysis.json")
     out = Path(out) if out is not None else Path(run_dir) / "analysis"
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -90,7 +100,8 @@ def analyze_run(run_dir: str | Path, *, data: str | None = None, out: str | Path
     grid, shape = model.grid, model.image_shape  # (rows, cols) of patches, (H, W) of the input
     boxes, n = model.patch_boxes(), len(looks)
     summary = {
-        "run": str(run_dir), "preset": cfg.preset, "dataset": cfg.data.name, "split": split, "images": n,
+        "run": None if weights is not None else str(run_dir), "shipped_weights": weights, "preset": cfg.preset,
+        "dataset": cfg.data.name, "split": split, "images": n,
         "skipped_images": len(test) - n, "grid": list(grid), "patch_size": model.patch_size,
         "patch_stride": model.patch_stride, "image_size": shape[0], "image_width": shape[1],
         "top_k": model.top_k, "patch_boxes": boxes.tolist(),

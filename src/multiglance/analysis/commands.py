@@ -15,15 +15,18 @@ def cmd_analyze(args) -> None:
         from ..results import require_clean
 
         require_clean(args.allow_dirty)
-    out = args.out or f"{args.run.rstrip('/')}/analysis"
-    summary = analyze_run(args.run, data=args.data, out=out, split=args.split, limit=args.limit, k=args.k,
-                          example=args.example)
+    if (args.run is None) == (args.weights is None):
+        raise UserError("give a run folder or --weights NAME (not both)")
+    out = args.out or (args.run and f"{args.run.rstrip('/')}/analysis")
+    summary = analyze_run(args.run, weights=args.weights, data=args.data, out=out, split=args.split,
+                          limit=args.limit, k=args.k, example=args.example)
     if args.publish:
         from pathlib import Path
 
         from .publish import publish
 
-        path = publish(summary, Path(out), Path(args.run), args.publish, Path(args.docs), data=args.data)
+        path = publish(summary, Path(out), args.run and Path(args.run), args.publish, Path(args.docs),
+                       data=args.data, weights=args.weights)
         print(f"published {path} and the analysis section of {Path(args.docs) / 'RESULTS.md'}", file=sys.stderr)
     if args.json:
         print(json.dumps(summary))
@@ -95,9 +98,14 @@ def cmd_predict(args) -> None:
         print(f"overlays saved in {args.save_overlays}", file=sys.stderr)
 
 
-def _analysis_arguments(p, out_help: str) -> None:
-    """The options `analyze` and `report` share."""
-    p.add_argument("run", help="a two-glance run folder")
+def _analysis_arguments(p, out_help: str, weights: bool = False) -> None:
+    """The options `analyze` and `report` share (`weights`: the run may instead be shipped weights)."""
+    if weights:
+        p.add_argument("run", nargs="?", help="a two-glance run folder (or give --weights)")
+        p.add_argument("--weights", metavar="NAME", help="shipped weights (`multiglance weights` lists them) or a "
+                       ".pt file, instead of a run folder (then give --out)")
+    else:
+        p.add_argument("run", help="a two-glance run folder")
     p.add_argument("--data", help="data file or folder (default: the one the run was trained on)")
     p.add_argument("--out", help=out_help)
     p.add_argument("--split", default="test", choices=("test", "val", "train"),
@@ -108,7 +116,7 @@ def _analysis_arguments(p, out_help: str) -> None:
 
 def register(sub) -> None:
     p = sub.add_parser("analyze", help="where glance 1 looks: patch-weight statistics, figures, localisation")
-    _analysis_arguments(p, out_help="folder for the PNGs and analysis.json (default RUN/analysis)")
+    _analysis_arguments(p, out_help="folder for the PNGs and analysis.json (default RUN/analysis)", weights=True)
     p.add_argument("--example", type=int, default=0, help="index of the image of the rank and heat-map figures")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.add_argument("--publish", metavar="NAME", help="store the summary as DOCS/results/analysis/NAME.json, the "

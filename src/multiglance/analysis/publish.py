@@ -39,11 +39,25 @@ def training_record(run_dir: Path, data: str | None = None) -> dict:
             "val_images": val[-1] if val else None}
 
 
-def publish(summary: dict, figure_dir: Path, run_dir: Path, name: str, docs: Path = Path("docs"),
-            data: str | None = None) -> Path:
-    """Store one analysis as data, copy its grid figure into docs/, and regenerate the section."""
-    record = {"command": command_line(), "commit": git_commit(), "config": to_dict(load_config(run_dir)),
-              **summary, "run": shown_path(str(run_dir)), **training_record(run_dir, data)}
+def weights_record(name: str) -> tuple[dict, dict]:
+    """Shipped weights' config and how they were trained, from the result JSON they were exported with."""
+    from ..weights import SHIPPED, load_weights
+
+    _, cfg, record = load_weights(name)
+    published = json.loads((SHIPPED.parent / "results" / record["published"]["result"]).read_text())
+    return to_dict(cfg), {k: published.get(k) for k in ("selection", "train_images", "val_images")}
+
+
+def publish(summary: dict, figure_dir: Path, run_dir: Path | None, name: str, docs: Path = Path("docs"),
+            data: str | None = None, weights: str | None = None) -> Path:
+    """Store one analysis of a run folder (or of shipped `weights`) as data, copy its grid figure into docs/,
+    and regenerate the section."""
+    if weights is not None:
+        config, trained = weights_record(weights)
+        record = {"command": command_line(), "commit": git_commit(), "config": config, **summary, **trained}
+    else:
+        record = {"command": command_line(), "commit": git_commit(), "config": to_dict(load_config(run_dir)),
+                  **summary, "run": shown_path(str(run_dir)), **training_record(run_dir, data)}
     folder = docs / "results" / "analysis"
     folder.mkdir(parents=True, exist_ok=True)
     text = (json.dumps(record, indent=1) + "\n").encode()

@@ -164,10 +164,12 @@ def write_report(docs: Path) -> str:
              "cifar10:oracle, tiny-imagenet:full (the published runs) or the small plain ones. Each plot shows "
              "validation accuracy: one-glance models (squares) and their front, "
              "two-glance models (stars: hard, one patch) and their top-k curves (k patches classified, their "
-             "weights renormalised). Each table lists every run with its budget: the small early runs (a few "
-             "thousand images, 2-3 epochs) stay for the record; the `-full` runs use every training image "
-             "of the training split and every test image, and the "
-             "`-fresh` runs draw 60,000 new canvases every epoch (`data.fresh_canvases`). One seed each, CPU only, "
+             "weights renormalised). Each table lists every published run with its budget: the `-full` runs use "
+             "every image of the training split and every test image, and the "
+             "`-fresh` runs draw 60,000 new canvases every epoch (`data.fresh_canvases`). Every run here chose its "
+             "epoch and k on the validation split and read test once; the earlier runs (small budgets, or "
+             "validated on test) are kept apart in [early-results/](early-results/README.md). One seed each, CPU "
+             "only, "
              "far fewer epochs than the published anchors. What the numbers show, and what was tried: "
              "[beyond-discussion.md](beyond-discussion.md)."]
     for name in sorted(by_set):

@@ -1,7 +1,7 @@
 """Large images: a folder of large photos trains, evaluates and predicts in bounded memory, and the second
 glance pays on real photographs with a small object. `multiglance bench large`.
 
-    multiglance bench large                          # every part below -> docs/results/large-*.json, RESULTS.md
+    multiglance bench large                          # every part below -> docs/{results,benchmarks}/large-*.json, RESULTS.md
     multiglance bench large --parts memory speed     # only some parts
     multiglance bench large --quick --docs runs/large-quick  # CI: small images, a few steps, seconds
 
@@ -38,6 +38,7 @@ import torch
 from .. import results, runs
 from ..config import apply_overrides, to_dict
 from ..errors import UserError
+from .large_report import part_folder
 
 PARTS = ("memory", "speed", "scenes")
 
@@ -269,9 +270,14 @@ def part_scenes(runs_dir: Path, *, quick: bool, epochs: int | None, progress: bo
 
 # ---- publishing ---------------------------------------------------------------------------------------------------
 def publish(docs: Path, name: str, record: dict, allow_dirty: bool) -> Path:
-    record = {"dataset": "large", "part": name, "commit": results.git_commit(), "selection": "val",
+    """Trained results (scenes: validation-selected accuracy) go to docs/results/, measurements that select nothing
+    (speed, memory) to docs/benchmarks/."""
+    part = name.removesuffix("-quick")
+    trained = part == "scenes"
+    record = {"dataset": "large", "part": part, "commit": results.git_commit(),
+              **({"selection": "val"} if trained else {}),
               "load_average_1min": round(os.getloadavg()[0], 2), "threads": torch.get_num_threads(), **record}
-    path = docs / "results" / f"large-{name}.json"
+    path = docs / part_folder(part) / f"large-{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     from .common import shown_command
 

@@ -1,4 +1,5 @@
-"""The `large` section of docs/RESULTS.md, rebuilt from docs/results/large-*.json alone (`bench large`)."""
+"""The `large` section of docs/RESULTS.md, rebuilt from JSON alone (`bench large`): docs/results/large-scenes.json
+(trained, validation-selected) and docs/benchmarks/large-{speed,memory}.json (measurements that select nothing)."""
 from __future__ import annotations
 
 import json
@@ -9,8 +10,13 @@ TARGETS = {  # issue 13's targets, checked against the numbers
 }
 
 
+def part_folder(part: str) -> str:
+    """Where a part's JSON lives under docs/: trained results in results/, pure measurements in benchmarks/."""
+    return "results" if part == "scenes" else "benchmarks"
+
+
 def _load(docs: Path, part: str, quick: bool) -> dict | None:
-    path = docs / "results" / f"large-{part}{'-quick' if quick else ''}.json"
+    path = docs / part_folder(part) / f"large-{part}{'-quick' if quick else ''}.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -93,7 +99,7 @@ def scenes_lines(c: dict) -> list[str]:
 def build_section(docs: Path, quick: bool = False) -> str:
     parts = ["## Your own large images (`multiglance bench large`)", "",
              "Regenerate: `multiglance bench large` (one job at a time; it refuses to time anything above a load "
-             "average of 2.5). Every number below comes from `docs/results/large-*.json`."]
+             "average of 2.5). Every number below comes from `docs/results/large-scenes.json` and `docs/benchmarks/large-{speed,memory}.json`."]
     if quick:
         parts += ["", "**Quick mode**: tiny budgets that only prove the pipeline works; these numbers mean nothing."]
     for part, render in (("memory", memory_lines), ("speed", speed_lines), ("scenes", scenes_lines)):
