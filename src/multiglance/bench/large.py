@@ -1,7 +1,7 @@
 """Large images: a folder of large photos trains, evaluates and predicts in bounded memory, and the second
 glance pays on real photographs with a small object. `multiglance bench large`.
 
-    multiglance bench large                          # every part below -> docs/{results,benchmarks}/large-*.json, RESULTS.md
+    multiglance bench large                          # every part -> docs/{results,benchmarks}/large-*.json, RESULTS.md
     multiglance bench large --parts memory speed     # only some parts
     multiglance bench large --quick --docs runs/large-quick  # CI: small images, a few steps, seconds
 
@@ -273,9 +273,8 @@ def publish(docs: Path, name: str, record: dict, allow_dirty: bool) -> Path:
     """Trained results (scenes: validation-selected accuracy) go to docs/results/, measurements that select nothing
     (speed, memory) to docs/benchmarks/."""
     part = name.removesuffix("-quick")
-    trained = part == "scenes"
     record = {"dataset": "large", "part": part, "commit": results.git_commit(),
-              **({"selection": "val"} if trained else {}),
+              **({"selection": "val"} if part == "scenes" else {}),
               "load_average_1min": round(os.getloadavg()[0], 2), "threads": torch.get_num_threads(), **record}
     path = docs / part_folder(part) / f"large-{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

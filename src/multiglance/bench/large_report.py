@@ -99,7 +99,8 @@ def scenes_lines(c: dict) -> list[str]:
 def build_section(docs: Path, quick: bool = False) -> str:
     parts = ["## Your own large images (`multiglance bench large`)", "",
              "Regenerate: `multiglance bench large` (one job at a time; it refuses to time anything above a load "
-             "average of 2.5). Every number below comes from `docs/results/large-scenes.json` and `docs/benchmarks/large-{speed,memory}.json`."]
+             "average of 2.5). Every number below comes from `docs/results/large-scenes.json` and "
+             "`docs/benchmarks/large-{speed,memory}.json`."]
     if quick:
         parts += ["", "**Quick mode**: tiny budgets that only prove the pipeline works; these numbers mean nothing."]
     for part, render in (("memory", memory_lines), ("speed", speed_lines), ("scenes", scenes_lines)):
