@@ -162,3 +162,21 @@ def test_other_runtime_errors_are_not_swallowed(tmp_path, monkeypatch):
     monkeypatch.setattr(multiglance.train, "fit", fit)
     with pytest.raises(RuntimeError, match="a bug"):
         main(["train", "--preset", "digits-two", "--out", str(tmp_path / "r")])
+
+
+def test_presets_print_the_derivation_rule_not_none(capsys):
+    """Presets that leave the grid to the data print config.derive's rule and its result at their image size."""
+    from multiglance.config import derive
+    from multiglance.models import get_preset
+
+    assert main(["presets"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert not [line for line in lines.values() if "None" in line]
+    assert lines["large-two"].endswith(
+        "patches 128/64 thumb 128 (from the data by config.derive: patch_size about S/8, patch_stride about "
+        "patch/2 (so the grid tiles), thumb_size about H/8; shown for 1024x1024)")
+    cfg = get_preset("scenes-two")
+    m = derive(cfg, (3, 512, 512), ["a", "b"]).model  # what training on 512x512 scenes fills in
+    assert f"patches {m.patch_size}/{m.patch_stride} thumb {m.thumb_size} (from the data" in lines["scenes-two"]
+    assert lines["digits-two"].endswith("patches 24/12 thumb 16")  # set by the preset: no rule
+    assert "patches" not in lines["digits-one"]

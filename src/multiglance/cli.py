@@ -80,35 +80,47 @@ def cmd_weights(args) -> None:
 
 
 def cmd_compare(args) -> None:
-    from .compare import COLUMNS, plot_curves, summary, table
-    from .evaluate import flops_per_image
-    from .runs import load_run
+    from .compare import compare_table, plot_curves
 
-    rows = []
-    for run in args.runs:
-        row = summary(Path(run))
-        model, cfg = load_run(run)
-        shape = (cfg.model.in_channels, cfg.model.image_size, cfg.model.image_size)
-        row["test_flops_per_image"] = f"{flops_per_image(model, shape) / 1e6:.2f}"
-        row["params"] = sum(p.numel() for p in model.parameters())
-        rows.append(row)
-    print(table(rows, [c for c in COLUMNS if c[0] not in ("latency_ms_batch1", "images_per_s_batch256")]))
+    print(compare_table([Path(r) for r in args.runs]))
     if args.plot:
         plot_curves([Path(r) for r in args.runs], Path(args.plot))
         print(f"curves saved in {args.plot}")
 
 
+# config.derive's rule for the two-glance fields a preset leaves to the data (H x W images, short side S)
+DERIVE_RULE = {"patch_size": "about S/8", "patch_stride": "about patch/2 (so the grid tiles)",
+               "thumb_size": "about H/8"}
+
+
+def preset_grid(model) -> str:
+    """A two-glance preset's patches and thumbnail. Fields the preset leaves to the data are printed with the rule
+    of `config.derive` that sets them, and its result at the preset's image size when the preset has one."""
+    from .models.registry import without_data
+
+    if model.kind == "one":
+        return ""
+    rule = [f"{f} {r}" for f, r in DERIVE_RULE.items() if getattr(model, f) is None]
+    if not rule:
+        return f" patches {model.patch_size}/{model.patch_stride} thumb {model.thumb_size}"
+    rule_text = f"from the data by config.derive: {', '.join(rule)}"
+    if model.image_size is None:  # the image size itself comes from the data
+        return f" patches and thumb {rule_text}, H x W from the images"
+    d = without_data(model)
+    side = f"{model.image_size}x{model.image_width or model.image_size}"
+    return f" patches {d.patch_size}/{d.patch_stride} thumb {d.thumb_size} ({rule_text}; shown for {side})"
+
+
 def cmd_presets(args) -> None:
-    from .config import all_keys, to_dict
+    from .config import all_keys
     from .models import get_preset, list_models
 
     if args.keys:
         print("\n".join(all_keys()))
         return
     for name in list_models():
-        m = to_dict(get_preset(name))["model"]
-        grid = "" if m["kind"] == "one" else f" patches {m['patch_size']}/{m['patch_stride']} thumb {m['thumb_size']}"
-        print(f"{name:24s} {m['kind']}-glance channels {m['channels']} pool stride {m['pool_stride']}{grid}")
+        m = get_preset(name).model
+        print(f"{name:24s} {m.kind}-glance channels {list(m.channels)} pool stride {m.pool_stride}{preset_grid(m)}")
 
 
 def build_parser() -> argparse.ArgumentParser:

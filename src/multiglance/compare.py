@@ -1,5 +1,6 @@
-"""Side-by-side comparison of run folders: one table, and a PNG of training loss and validation accuracy
-against iterations for all runs (the report's figures 4 to 7).
+"""Side-by-side comparison of run folders: one table of each run's last-epoch validation accuracy (from its
+`metrics.jsonl`; the test split is read only by `multiglance eval RUN`), and a PNG of training loss and validation
+accuracy against iterations for all runs (the report's figures 4 to 7).
 """
 from __future__ import annotations
 
@@ -9,12 +10,28 @@ from . import runs
 
 
 def summary(run_dir: Path) -> dict:
+    """What a run's metrics say: its last epoch's validation accuracy (hard, soft) and the training time."""
     cfg = runs.load_config(run_dir)
     epochs = [r for r in runs.read_metrics(run_dir) if r.get("kind") == "epoch"]
     last = epochs[-1] if epochs else {}
     return {"run": str(run_dir), "preset": cfg.preset, "model": cfg.model.kind, "epochs": len(epochs),
-            "acc_hard": last.get("val_acc_hard"), "acc_soft": last.get("val_acc_soft"),
+            "val_acc_hard": last.get("val_acc_hard"), "val_acc_soft": last.get("val_acc_soft"),
             "train_seconds": sum(r.get("train_seconds", 0.0) for r in epochs)}
+
+
+def input_shape(cfg) -> tuple[int, int, int]:
+    """(C, H, W) of the images a run's model reads: W is model.image_width when set (non-square images)."""
+    m = cfg.model
+    return m.in_channels, m.image_size, m.image_width or m.image_size
+
+
+def compare_row(run_dir: Path) -> dict:
+    """One row of `multiglance compare`: `summary`, with the saved model's FLOPs per image and parameters."""
+    from .evaluate import flops_per_image
+
+    model, cfg = runs.load_run(run_dir)
+    return summary(Path(run_dir)) | {"flops_per_image": flops_per_image(model, input_shape(cfg)),
+                                     "params": sum(p.numel() for p in model.parameters())}
 
 
 def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
@@ -30,7 +47,21 @@ COLUMNS = [("run", "run", ""), ("preset", "preset", ""), ("model", "model", ""),
            ("acc_hard", "acc (hard)", ".4f"), ("acc_soft", "acc (soft)", ".4f"),
            ("test_flops_per_image", "MFLOPs/img", ""), ("params", "params", ","),
            ("latency_ms_batch1", "ms/img (b=1)", ".3f"), ("images_per_s_batch256", "img/s (b=256)", ".0f"),
-           ("train_seconds", "train s", ".0f")]
+           ("train_seconds", "train s", ".0f")]  # `multiglance eval`'s table (test or val, as --split says)
+
+COMPARE_HEADER = ("validation accuracy of each run's last epoch (its metrics.jsonl); the test split is read only "
+                  "by `multiglance eval RUN`")
+COMPARE_COLUMNS = [("run", "run", ""), ("preset", "preset", ""), ("model", "model", ""), ("epochs", "epochs", "d"),
+                   ("val_acc_hard", "val acc (hard, last epoch)", ".4f"),
+                   ("val_acc_soft", "val acc (soft, last epoch)", ".4f"),
+                   ("mflops_per_image", "MFLOPs/img", ".2f"), ("params", "params", ","),
+                   ("train_seconds", "train s", ".0f")]
+
+
+def compare_table(run_dirs: list[Path]) -> str:
+    """`multiglance compare`'s output: the header line, then one row per run."""
+    rows = [r | {"mflops_per_image": r["flops_per_image"] / 1e6} for r in map(compare_row, run_dirs)]
+    return COMPARE_HEADER + "\n\n" + table(rows, COMPARE_COLUMNS)
 
 
 def plot_curves(run_dirs: list[Path], out_png: Path, title: str = "") -> None:

@@ -166,11 +166,10 @@ def write_report(docs: Path) -> str:
              "two-glance models (stars: hard, one patch) and their top-k curves (k patches classified, their "
              "weights renormalised). Each table lists every published run with its budget: the `-full` runs use "
              "every image of the training split and every test image, and the "
-             "`-fresh` runs draw 60,000 new canvases every epoch (`data.fresh_canvases`). Every run here chose its "
-             "epoch and k on the validation split and read test once; the earlier runs (small budgets, or "
-             "validated on test) are kept apart in [early-results/](early-results/README.md). One seed each, CPU "
-             "only, "
-             "far fewer epochs than the published anchors. What the numbers show, and what was tried: "
+             "`-fresh` runs draw 60,000 new canvases every epoch (`data.fresh_canvases`). Each run here is measured "
+             "at its last epoch, its k chosen on the validation split, test read once; the earlier runs (small "
+             "budgets, or validated on test) are kept apart in [early-results/](early-results/README.md). One seed "
+             "each, CPU only, far fewer epochs than the published anchors. What the numbers show, and what was tried: "
              "[beyond-discussion.md](beyond-discussion.md)."]
     for name in sorted(by_set):
         parts += ["", dataset_section(name, by_set[name], docs)]

@@ -160,7 +160,8 @@ class StreamSplit:
     def __init__(self, *, root: str | os.PathLike, split: str, size: int, width: int | None = None,
                  channels: int | None = None, classes: Sequence[str] | None = None) -> None:
         if int(size) < 1 or (width is not None and int(width) < 1):
-            raise DataError(f"image size must be at least 1 pixel, got {size}x{width}; set data.size")
+            raise DataError(f"image size must be at least 1 pixel, got {size}x{width}; set model.image_size "
+                            "(and model.image_width for non-square images)")
         if channels not in (None, 1, 3):
             raise DataError(f"channels must be 1 or 3 (or unset to detect), got {channels!r}")
         self._reader, self.files, self.labels, self.classes = _scan(root, split, classes)
@@ -310,7 +311,8 @@ def load_folder_stream(root: str | os.PathLike | None, split: str, *, size: int 
     if root is None:
         raise DataError("data set 'folder-stream' needs a path: pass --data PATH (ROOT/train/CLASS/*.jpg)")
     if size is None:
-        raise DataError("data set 'folder-stream' needs an image size: set data.size (e.g. 256)")
+        raise DataError("data set 'folder-stream' needs an image size: set model.image_size (e.g. 256; "
+                        "model.image_width too for non-square images)")
     return open_stream(root, split, size=size, width=width, channels=channels)
 
 
