@@ -22,6 +22,8 @@ from multiglance.config import ENUMS, RunConfig, all_keys, apply_overrides, appl
 from multiglance.errors import ConfigError
 from multiglance.models import build_model, get_preset
 
+from conftest import examples
+
 derive = getattr(config, "derive", None)  # fills model fields left to the data (in_channels, the patch grid...)
 
 KEYS = all_keys()
@@ -56,7 +58,7 @@ def round_trips(cfg: RunConfig) -> None:
     assert to_dict(from_dict(to_dict(cfg))) == to_dict(cfg)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(OVERRIDE_TEXT, max_size=4))
 def test_random_overrides_give_a_typed_config_or_a_config_error(items: list[str]) -> None:
     try:
@@ -68,7 +70,7 @@ def test_random_overrides_give_a_typed_config_or_a_config_error(items: list[str]
     round_trips(cfg)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.dictionaries(st.one_of(st.sampled_from(["model", "data", "train", "preset"]), st.text(max_size=6)),
                        st.one_of(VALUES, st.dictionaries(st.sampled_from([k.split(".")[1] for k in KEYS]), VALUES,
                                                          max_size=4)), max_size=4))
@@ -81,7 +83,7 @@ def test_random_dicts_give_a_typed_config_or_a_config_error(d: dict) -> None:
     round_trips(cfg)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(st.one_of(st.text(max_size=200), st.binary(max_size=200).map(lambda b: b.decode("latin1")),
                  st.dictionaries(st.sampled_from(["model", "data", "train", "x"]), VALUES, max_size=3).map(
                      lambda d: yaml.safe_dump(d))))
@@ -96,7 +98,7 @@ def test_random_yaml_files_give_a_typed_config_or_a_config_error(text: str) -> N
     assert_well_typed(cfg)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 10_000), st.sampled_from(list(b":-, \n\t{}[]#'\"!&*0az."))), max_size=6))
 def test_mutated_saved_configs_give_a_typed_config_or_a_config_error(edits: list) -> None:
     text = list(yaml.safe_dump(to_dict(get_preset("digits-two")), sort_keys=False))
@@ -179,7 +181,7 @@ def model_outcome(cfg: RunConfig) -> str:
     return "forward and backward"
 
 
-@settings(derandomize=True, max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(st.sampled_from(["digits-two", "digits-one", "large-two"]), SETS)
 def test_random_set_values_are_refused_in_one_line_or_build_and_run(preset: str, sets: list) -> None:
     cfg = get_preset(preset)
@@ -210,7 +212,7 @@ ARGUMENTS = st.one_of(  # mostly well-formed options with careless values; now a
     st.tuples(st.one_of(st.sampled_from(["--", "-e", "--set", "--epochs", "x", "0"]), st.text(max_size=6))))
 
 
-@settings(derandomize=True, max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(ARGUMENTS, max_size=5), st.integers(0, 9))
 def test_random_train_command_lines_end_in_success_or_one_line_exit_2(arguments: list, which: int) -> None:
     from unittest import mock

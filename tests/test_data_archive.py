@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 from multiglance.data.archive import open_tree
 from multiglance.errors import DataError
 
+from conftest import examples
+
 FILES = {"top/a.txt": b"alpha", "top/sub/b.bin": bytes(range(256)), "top/sub/deeper/c.txt": b""}
 
 
@@ -209,13 +211,13 @@ with zipfile.ZipFile(VALID_ZIP, "w", zipfile.ZIP_DEFLATED) as _z:
     _z.writestr("a/y.bin", bytes(range(200)))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(st.binary(max_size=600))
 def test_random_bytes_raise_only_data_error(data: bytes) -> None:
     _read_everything(data)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(st.lists(st.tuples(st.integers(0, len(VALID_ZIP.getvalue()) - 1), st.integers(0, 255)), max_size=8))
 def test_damaged_zip_raises_only_data_error(edits: list[tuple[int, int]]) -> None:
     data = bytearray(VALID_ZIP.getvalue())

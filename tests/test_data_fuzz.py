@@ -20,6 +20,8 @@ from multiglance.data import Split
 from multiglance.data.sources import load_cifar10, load_folder, load_mnist
 from multiglance.errors import DataError
 
+from conftest import examples
+
 RNG = np.random.default_rng(0)
 EDITS = st.lists(st.tuples(st.integers(0, 1 << 20), st.integers(0, 255)), max_size=6)
 CUT = st.one_of(st.none(), st.integers(0, 1 << 20))
@@ -56,7 +58,7 @@ def mnist_bytes() -> dict[str, bytes]:
 MNIST = mnist_bytes()
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=examples(80), deadline=None)
 @given(which=st.sampled_from(sorted(MNIST)), gz=st.booleans(), edits=EDITS, cut=CUT)
 def test_mutated_mnist_files(which: str, gz: bool, edits: list, cut: int | None) -> None:
     with tempfile.TemporaryDirectory() as d:
@@ -75,11 +77,12 @@ def png(seed: int, mode: str = "RGB") -> bytes:
     return buf.getvalue()
 
 
-FOLDER = {f"{split}/{cls}/{i}.png": png(hash((split, cls, i)) % 1000, "RGB" if i else "L")
-          for split in ("train", "test") for cls in ("cat", "dog") for i in range(2)}
+FOLDER = {f"{split}/{cls}/{i}.png": png(seed, "RGB" if i else "L")  # fixed seeds (str hashes change per process)
+          for seed, (split, cls, i) in enumerate((s, c, i) for s in ("train", "test") for c in ("cat", "dog")
+                                                 for i in range(2))}
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(which=st.sampled_from(sorted(FOLDER)), edits=EDITS, cut=CUT, zipped=st.booleans())
 def test_mutated_images_in_a_class_folder(which: str, edits: list, cut: int | None, zipped: bool) -> None:
     files = dict(FOLDER, **{which: mutate(FOLDER[which], edits, cut)})
@@ -106,7 +109,7 @@ def cifar_batch(n: int = 3) -> bytes:
 BATCH = cifar_batch()
 
 
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=examples(120), deadline=None)
 @given(edits=EDITS, cut=CUT, tail=st.binary(max_size=40))
 def test_mutated_cifar_batches_never_run_code(edits: list, cut: int | None, tail: bytes) -> None:
     """Mutations, and random pickle opcodes spliced in (GLOBAL, REDUCE, ...): only DataError, and no global
@@ -122,7 +125,7 @@ def test_mutated_cifar_batches_never_run_code(edits: list, cut: int | None, tail
         check(lambda: load_cifar10(folder, "test", cache=False))
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(module=st.sampled_from(["os", "posix", "builtins", "subprocess", "numpy", "numpy.core.multiarray"]),
        name=st.sampled_from(["system", "eval", "exec", "getattr", "load", "frombuffer", "_reconstruct", "ndarray"]))
 def test_any_other_global_in_a_cifar_batch_is_refused(module: str, name: str) -> None:

@@ -15,6 +15,8 @@ from PIL import Image
 from multiglance.data.images import decode_image, load_image_file
 from multiglance.errors import DataError
 
+from conftest import examples
+
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (5, 7, 3), dtype=np.uint8)  # (H, W, 3)
 
@@ -146,7 +148,7 @@ def test_load_image_file_errors(tmp_path: Path) -> None:
 SAMPLES = [encode(Image.fromarray(RGB), f) for f in ("PNG", "JPEG", "GIF", "BMP", "TIFF")]
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(st.binary(max_size=300))
 def test_random_bytes_raise_only_data_error(data: bytes) -> None:
     try:
@@ -156,7 +158,7 @@ def test_random_bytes_raise_only_data_error(data: bytes) -> None:
     assert out.dtype == np.uint8 and out.ndim == 3 and out.shape[2] == 3
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(st.sampled_from(range(len(SAMPLES))), st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)),
                                                    min_size=1, max_size=6), st.integers(0, 10_000))
 def test_damaged_images_raise_only_data_error(which: int, edits: list[tuple[int, int]], cut: int) -> None:

@@ -5,6 +5,7 @@ never another exception, never slower than the per-case bound."""
 from __future__ import annotations
 
 import io
+import os
 import time
 from pathlib import Path
 
@@ -15,7 +16,10 @@ from PIL import Image
 from multiglance.data.images import decode_image
 from multiglance.errors import DataError
 
-CASES = 3000  # decode_image cases (seeded): about 1 s on one core; 100,000 found nothing either
+from conftest import FUZZ, examples
+
+CASES = examples(3000)  # decode_image cases (seeded): about 1 s on one core; 100,000 found nothing either
+SWEEP_SEED = int.from_bytes(os.urandom(4), "big") if FUZZ else 2026  # MULTIGLANCE_FUZZ=1: a new seed, named on failure
 PREDICTED = 200
 BOUND_S = 2.0  # no single file may take longer than this to decode or refuse
 
@@ -109,12 +113,12 @@ def check_one(data: bytes, name: str, mode: str) -> str:
 
 
 def test_mutated_images_decode_or_raise_one_line_data_errors() -> None:
-    rng = np.random.default_rng(2026)
+    rng = np.random.default_rng(SWEEP_SEED)
     counts: dict[str, int] = {}
     for case in range(CASES):
         seed = NAMES[case % len(NAMES)]
         data, how = mutate(SEEDS[seed], rng)
-        result = check_one(data, f"case{case}-{how}-{seed}", "L" if case % 3 == 0 else "RGB")
+        result = check_one(data, f"sweep{SWEEP_SEED}-case{case}-{how}-{seed}", "L" if case % 3 == 0 else "RGB")
         counts[result] = counts.get(result, 0) + 1
     # both outcomes occur in numbers: the mutations are neither all harmless nor all fatal
     assert counts.get("decoded", 0) > CASES // 10 and counts.get("refused", 0) > CASES // 10, counts

@@ -14,7 +14,11 @@ from multiglance.errors import ConfigError
 from multiglance.models import COMBINE_MODES, TwoGlance, build_model, combine, create_model, get_preset, list_models
 from multiglance.models import glances
 
-torch.manual_seed(0)
+
+@pytest.fixture(autouse=True)
+def seeded() -> None:
+    """Every test starts from torch seed 0: its random inputs and weights do not depend on which tests ran first."""
+    torch.manual_seed(0)
 
 
 def small_two(**kw) -> TwoGlance:

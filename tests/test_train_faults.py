@@ -25,6 +25,8 @@ from multiglance.errors import CheckpointError, Stopped, UserError
 from multiglance.models import get_preset
 from multiglance.train import fit
 
+from conftest import examples
+
 TINY = {"data.train_limit": 256, "data.test_limit": 64, "data.val_limit": 64, "train.batch_size": 32,
         "train.epochs": 2, "train.log_every": 1, "train.device": "cpu"}  # 8 steps per epoch
 
@@ -333,7 +335,7 @@ def tmp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(edits=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(0, 255)), min_size=1, max_size=6),
        cut=st.floats(0.05, 1))
 def test_damaged_checkpoints_raise_only_checkpoint_error(tmp_run: Path, edits: list, cut: float) -> None:
