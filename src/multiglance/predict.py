@@ -36,6 +36,7 @@ from torch import nn
 from .data.images import MAX_FILE_BYTES, decode_image
 from .data.stream import decode_fitted, fit
 from .errors import DataError, UserError
+from .train.evaluation import answer_kind
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 TOP_COLOUR, OTHER_COLOUR = (255, 40, 40), (255, 210, 0)  # overlay outlines: the top patch, the other k - 1
@@ -136,10 +137,8 @@ def predict_batch(model: nn.Module, x: torch.Tensor, sizes: list[tuple[int, int]
     {label, probability, top_k, patch, patch_box, patches, patch_boxes}."""
     x = _model_input(model, x)
     if model.kind == "two":
-        logits, index = model.infer(x, "hard", patches)  # (B, K), (B, k)
-        # TwoGlance.classify's rule: a "probs" combination of k > 1 patches is already a probability
-        already = model.combine == "probs" and model.topk_combine == "weights" and index.shape[1] > 1
-        probs = logits if already else logits.softmax(-1)  # (B, K)
+        out, index = model.infer(x, "hard", patches)  # (B, K), (B, k)
+        probs = out if answer_kind(model, "hard", patches) == "probs" else out.softmax(-1)  # (B, K)
         boxes = model.patch_boxes()  # (P, 4)
     else:
         probs, index = model.classify(x)[0], None
