@@ -9,10 +9,10 @@ import pytest
 import multiglance.train
 import multiglance.train.loop as loop
 from multiglance import runs
-from multiglance.bench.common import (epoch_records, eval_command, shown, shown_command, shown_config,
-                                      train_or_resume, val_and_test)
+from multiglance.bench.common import epoch_records, eval_command, shown_config, train_or_resume, val_and_test
 from multiglance.errors import UserError
 from multiglance.evaluate import evaluate_run
+from multiglance.results import command_line, shown_path
 
 from conftest import tiny_config
 
@@ -49,7 +49,7 @@ def test_val_and_test_reads_val_then_test_by_the_models_own_path(tiny_run, monke
     r = val_and_test(tiny_run, k=2)
     assert seen == ["val", "test"]  # validation first, the test split once
     assert r["selection"] == "val" and r["val_images"] == 128 and r["test_images"] == 128 and r["top_k"] == 2
-    assert r["eval_command"] == f"multiglance eval {shown(tiny_run)} --split test --set model.top_k=2"
+    assert r["eval_command"] == f"multiglance eval {shown_path(tiny_run)} --split test --set model.top_k=2"
     assert r["run_dir"] == tiny_run.name and "run" not in r and "split" not in r
     monkeypatch.setattr(loop, "load_split", real)
     test = evaluate_run(tiny_run, overrides=["model.top_k=2"], timing=False)
@@ -71,8 +71,9 @@ def test_epoch_records_keep_the_last_of_a_repeated_epoch(tmp_path):
 def test_paths_are_shown_without_machine_folders(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     outside = os.path.abspath(os.sep + "elsewhere" + os.sep + "runs")
-    assert shown("runs/x") == "runs/x" and shown(tmp_path / "a" / "b") == "a/b" and shown(outside) == "runs"
-    line = shown_command(["bench", "beyond", "--runs-dir", outside, f"--data={tmp_path / 'mnist'}", "--quick"])
+    assert shown_path("runs/x") == "runs/x" and shown_path(tmp_path / "a" / "b") == "a/b"
+    assert shown_path(outside) == "runs"
+    line = command_line(["bench", "beyond", "--runs-dir", outside, f"--data={tmp_path / 'mnist'}", "--quick"])
     assert line == "multiglance bench beyond --runs-dir runs --data=mnist --quick"
     assert eval_command(tmp_path / "r", "val", ["model.top_k=3"]) == "multiglance eval r --split val --set model.top_k=3"
     cfg = _config(**{"data.root": str(tmp_path / "data" / "mnist")})

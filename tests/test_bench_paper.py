@@ -8,6 +8,7 @@ import pytest
 
 from multiglance import cli, results
 from multiglance.bench.paper import EXPERIMENTS, Experiment, _mean_std, select
+from multiglance.results import shown_path
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +122,8 @@ def test_published_accuracy_is_what_eval_of_the_run_computes(quick):
     root, _ = quick
     for path in sorted((root / "results").glob("*.json")):
         record = json.loads(path.read_text())
-        assert record["eval_command"] == f"multiglance eval {record['run_dir']} --json"
+        run = shown_path(root / "runs" / record["run_dir"])
+        assert record["eval_command"] == f"multiglance eval {run} --split test"
         again = evaluate_run(root / "runs" / record["run_dir"], timing=False)
         assert again["accuracy_hard"] == record["accuracy_hard"] and again["test_images"] == record["test_images"]
         val = evaluate_run(root / "runs" / record["run_dir"], timing=False, split="val")

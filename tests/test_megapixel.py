@@ -16,7 +16,7 @@ from multiglance.bench import megapixel as mp
 from multiglance.data.megapixel import make_megapixel
 from multiglance.errors import UserError
 from multiglance.models import build_model, create_model, get_preset
-from multiglance.models.megapixel import full_resolution_cnn, low_resolution_cnn
+from multiglance.models.megapixel import full_resolution_cnn, full_resolution_config, low_resolution_cnn
 
 from conftest import SHARED_DATA
 
@@ -102,13 +102,29 @@ def test_init_from_loads_an_easy_run_into_the_1500_model_and_refuses_other_shape
 
 
 def test_baseline_configs_build_the_cnns_of_models_megapixel() -> None:
-    assert shapes(build_model(mp.full_resolution_config(500).model)) == shapes(full_resolution_cnn(image_size=500))
+    full = full_resolution_config(image_size=500).model
+    assert shapes(build_model(full)) == shapes(full_resolution_cnn(image_size=500))
     two = get_preset("megapixel-two")
     low = mp.low_res_config(two, epochs=2)
     assert (low.model.kind, low.model.input_size, low.train.epochs, low.train.init_from) == ("one", 240, 2, None)
     assert low.data == two.data and low.train.optimizer == "adamw"
     assert shapes(build_model(low.model)) == shapes(low_resolution_cnn(image_size=1500, input_size=240,
                                                                        channels=(8, 16, 32)))
+
+
+@pytest.mark.parametrize("size, channels, params, flops", [
+    (500, 1, 715_530, 6_225_150_976),  # docs/results/megapixel-mnist-easy.json: full_params, full_flops
+    (1500, 1, 3_215_370, 55_802_867_200),  # docs/results/megapixel-mnist.json
+    (1024, 3, None, 27_181.7114e6),  # docs/benchmarks/large-speed.json: mflops_full (bench large, RGB)
+])
+def test_the_one_full_resolution_cnn_is_the_published_one(size, channels, params, flops) -> None:
+    """bench megapixel and bench large measure the same model (models/megapixel.py), as published."""
+    from multiglance.evaluate import count_flops
+
+    with torch.device("meta"):
+        full = full_resolution_cnn(image_size=size, in_channels=channels)
+        assert count_flops(full, torch.empty(1, channels, size, size)) == pytest.approx(flops, abs=100)
+    assert params is None or sum(p.numel() for p in full.parameters()) == params
 
 
 def test_two_glance_flops_far_below_full_resolution() -> None:

@@ -18,7 +18,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from multiglance import runs
+from multiglance import files, runs
 from multiglance.train import loop as train
 from multiglance.config import apply_overrides
 from multiglance.errors import CheckpointError, Stopped, UserError
@@ -269,7 +269,7 @@ def test_read_only_output_folder_is_a_clear_error(tmp_path: Path, monkeypatch: p
 
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
-    monkeypatch.setattr(runs.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(files.tempfile, "mkstemp", read_only)
     with pytest.raises(UserError, match="cannot write in .*Read-only file system.*writable --out"):
         run_fit(tiny(), out)
     assert list(out.iterdir()) == []

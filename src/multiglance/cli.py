@@ -5,8 +5,6 @@ Any `UserError` (bad path, corrupt file, unknown option, wrong checkpoint) is on
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -168,22 +166,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keys", action="store_true", help="list the config keys --set accepts")
     p.set_defaults(func=cmd_presets)
 
-    for name in EXTENSIONS:  # later stages add their own subcommands: module.register(subparsers)
-        if importlib.util.find_spec(name) is not None:
-            importlib.import_module(name).register(sub)
+    # the later stages' subcommands, each module's `register(subparsers)`, in the order `--help` lists them
+    from .analysis import commands as analysis_commands
+    from .bench import beyond, large, megapixel, paper, speed
+
+    paper.register(sub)              # bench paper: reproduce the report, publish docs/results
+    speed.register(sub)              # bench speed
+    analysis_commands.register(sub)  # analyze, report, predict
+    add_data_parser(sub)             # data download
+    megapixel.register(sub)          # bench megapixel
+    beyond.register(sub)             # bench beyond: glimpse benchmark, top-k, the accuracy-FLOPs front
+    large.register(sub)              # bench large: a folder of large photos, the photo scenes
     return parser
 
 
-# Modules that define `register(subparsers)` for their subcommands (each may not exist yet in a checkout).
-EXTENSIONS = [
-    "multiglance.bench.paper",         # bench paper: reproduce the report, publish docs/results
-    "multiglance.bench.speed",         # bench speed
-    "multiglance.analysis.commands",   # analyze, report, predict
-    "multiglance.data.download",       # data download
-    "multiglance.bench.megapixel",     # bench megapixel
-    "multiglance.bench.beyond",        # bench beyond: glimpse benchmark, top-k, the accuracy-FLOPs front
-    "multiglance.bench.large",         # bench large: a folder of large photos, the photo scenes
-]
+def cmd_download(args) -> None:
+    from .data.download import DATASETS, download
+
+    path = download(args.name, args.root, url_base=args.url_base, keep_archive=args.keep_archive,
+                    progress=not args.quiet)
+    print(f"{args.name} is in {path}; train on it with: multiglance train --preset PRESET "
+          + DATASETS[args.name].use.format(root=args.root))
+
+
+def add_data_parser(subparsers) -> None:
+    from .data.download import DATASETS
+
+    p = subparsers.add_parser("data", help="data sets: download")
+    sub = p.add_subparsers(dest="data_command", required=True)
+    d = sub.add_parser("download", help="download, check (SHA-256) and unpack an official data set")
+    d.add_argument("name", choices=sorted(DATASETS), help="the data set")
+    d.add_argument("--root", default="data", help="folder to put it in (default: data)")
+    d.add_argument("--url-base", help="fetch the same file names from this address instead (a mirror)")
+    d.add_argument("--keep-archive", action="store_true", help="keep the archive after unpacking it")
+    d.add_argument("--quiet", action="store_true", help="no progress output")
+    d.set_defaults(func=cmd_download)
 
 
 OOM_MARKERS = ("not enough memory", "DefaultCPUAllocator", "out of memory")  # torch's CPU and CUDA messages

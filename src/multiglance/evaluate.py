@@ -8,6 +8,11 @@ throughput, and, on request, the peak memory of one forward.
 
 Inference-time options (`--set model.top_k / topk_combine / inference / selection / nms_radius`) change how the
 saved weights are used, never the weights; the test split is the default, "val" is the held-out validation split.
+
+One entry point for a run: `evaluate_run(RUN, split=..., overrides=...)` loads it and its data and calls
+`evaluate_model` (everything above, for a model, its config and a split), which reads accuracy and loss with
+`train.evaluate` (one pass, the model's own inference path, what training validates with). The bench drivers
+read runs through `evaluate_run` only (bench/common.py).
 """
 from __future__ import annotations
 
@@ -159,9 +164,11 @@ def evaluate_model(model: nn.Module, cfg: RunConfig, test, *, timing: bool = Tru
 
 
 def evaluate_run(run_dir: str | Path | None = None, *, weights: str | None = None, data_root: str | None = None,
-                 timing: bool = True, split: str = "test", overrides: list[str] = (), memory: bool = False) -> dict:
+                 timing: bool = True, split: str = "test", overrides: list[str] = (), memory: bool = False,
+                 repeats: int = 20) -> dict:
     """Evaluate a saved run (or shipped `weights`, see weights.py) on `split` ("test" or "val"), with
-    inference-time `overrides` (INFERENCE_KEYS)."""
+    inference-time `overrides` (INFERENCE_KEYS): what `multiglance eval` prints, and the one way every bench
+    driver reads a run's accuracy (bench/common.py `val_and_test`, `published_test`). `repeats`: timing runs."""
     if split not in ("test", "val"):
         raise UserError(f"--split {split!r}: use test or val")
     if (run_dir is None) == (weights is None):
@@ -183,7 +190,7 @@ def evaluate_run(run_dir: str | Path | None = None, *, weights: str | None = Non
     check_fit(cfg, data)
     source = {"run": str(run_dir)} if weights is None else {"weights": weights, "published": published}
     return {**source, "split": split, "overrides": list(overrides),
-            **evaluate_model(model, cfg, data, timing=timing, memory=memory)}
+            **evaluate_model(model, cfg, data, timing=timing, repeats=repeats, memory=memory)}
 
 
 def _rebuild(model: nn.Module, cfg: RunConfig) -> nn.Module:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .runs import atomic_write
+from .files import atomic_write
 
 # keys every result file has (other tools read them)
 REQUIRED_KEYS = ("dataset", "preset", "model", "seed", "commit", "epochs", "train_seconds", "accuracy_hard",
@@ -44,7 +44,7 @@ def command_line(argv: list[str] | None = None) -> str:
     return " ".join(["multiglance", *(shown(a) for a in (sys.argv[1:] if argv is None else argv))])
 
 
-def shown_path(path: str) -> str:
+def shown_path(path: str | os.PathLike) -> str:
     """`path` as results show it: relative to the working folder, or its last part (no path of this machine)."""
     p = Path(path)
     if not p.is_absolute():

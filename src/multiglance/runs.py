@@ -15,40 +15,17 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .config import RunConfig, from_dict, to_dict
-from .data.download import fsync_folder
 from .errors import CheckpointError, UserError
+from .files import atomic_write
 
 CHECKPOINT, CONFIG, METRICS, CLASSES = "checkpoint.pt", "config.yaml", "metrics.jsonl", "classes.json"
 FORMAT = "multiglance-checkpoint-1"
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call write(file) on a temporary file beside `path`, fsync it, then rename it over `path`."""
-    path = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise UserError(f"cannot write in {str(path.parent)!r} ({e.strerror}); choose a writable --out") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_folder(path.parent)  # the rename itself survives a power cut
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise UserError(f"could not write {str(path)!r} ({e.strerror}); the previous file is kept") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def remove_temp_files(run_dir: Path) -> list[Path]:

@@ -21,7 +21,8 @@ import torch
 
 from .config import RunConfig, apply_inference_overrides, from_dict, to_dict
 from .errors import CheckpointError, UserError
-from .runs import _first_line, atomic_write, build_trained, load_classes, load_run
+from .files import atomic_write
+from .runs import _first_line, build_trained, load_classes, load_run
 
 FORMAT = "multiglance-weights-1"
 SUMS = "SHA256SUMS"

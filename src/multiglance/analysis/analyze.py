@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from ..errors import DataError, UserError
-from ..runs import atomic_write, load_run
+from ..files import atomic_write
+from ..runs import load_run
 from . import figures
 from .stats import collect, localisation, normalized_weights, patch_scores_against_boxes, weight_stats
 

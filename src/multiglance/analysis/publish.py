@@ -11,7 +11,8 @@ from pathlib import Path
 
 from ..config import to_dict
 from ..results import command_line, git_commit, read_results, replace_section, shown_path
-from ..runs import atomic_write, load_config, read_metrics
+from ..files import atomic_write
+from ..runs import load_config, read_metrics
 from .analyze import FIGURES
 
 SECTION = "analysis"

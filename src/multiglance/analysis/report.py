@@ -18,6 +18,7 @@ from pathlib import Path
 from .. import runs
 from ..compare import plot_curves
 from ..config import to_dict
+from ..files import atomic_write
 from .analyze import FIGURES, analyze_run
 
 CAPTIONS = {
@@ -145,6 +146,6 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, data: st
         text = build_html(run_dir, summary, tmp, curves).encode()
     if out.parent and not out.parent.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
-    runs.atomic_write(out, lambda f: f.write(text))
+    atomic_write(out, lambda f: f.write(text))
     out.chmod(0o644)  # a page to share: readable by others (temporary files are created 0600)
     return out

@@ -177,9 +177,9 @@ def run_one(dataset: str, label: str, preset: str, overrides: list[str], budget:
     the test split once by the saved model's own path (`val_and_test`), and one JSON."""
     from .. import runs
     from ..evaluate import speed
-    from ..results import git_commit, write_result
+    from ..results import command_line, git_commit, write_result
     from ..train import load_data as load
-    from .common import epoch_records, shown_command, shown_config, train_or_resume, val_and_test
+    from .common import epoch_records, shown_config, train_or_resume, val_and_test
 
     cfg = make_config(dataset, preset, overrides, budget, root)
     run_dir = Path(runs_dir) / f"{dataset}-{label}"
@@ -190,7 +190,7 @@ def run_one(dataset: str, label: str, preset: str, overrides: list[str], budget:
     epochs = epoch_records(run_dir)
     ev = val_and_test(run_dir)  # the training is over: the test split is read from here on only
     model, cfg = runs.load_run(run_dir)
-    record = {"command": shown_command(), "dataset": dataset, "preset": preset, "label": label,
+    record = {"command": command_line(), "dataset": dataset, "preset": preset, "label": label,
               "overrides": overrides, "model": model.kind, "seed": cfg.train.seed, "commit": git_commit(),
               "epochs": len(epochs), "train_seconds": sum(r.get("train_seconds", 0.0) for r in epochs),
               "train_images": len(data[0]), **{k: ev[k] for k in (

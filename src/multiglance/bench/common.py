@@ -6,7 +6,7 @@ validation split, reads the test split once after training by the saved model's 
 (`evaluate.evaluate_run`, what `multiglance eval RUN` computes), then writes one JSON per run
 (`results.write_result`) with no path of this machine in it:
 
-    if not train_or_resume(cfg, run_dir, progress=False):     # complete, resumed, or trained afresh
+    if not train_or_resume(cfg, run_dir, progress=False):     # complete, resumed, reused or trained afresh
         ...                                                   # stopped early: publish nothing
     record = val_and_test(run_dir, overrides=[...])           # val accuracy, then the test split once
     record["config"] = shown_config(cfg)                      # data.root / init_from without machine paths
@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
+import shutil
 from pathlib import Path
 
 from .. import runs
 from ..config import RunConfig, to_dict
 from ..errors import UserError
+from ..results import shown_path
 
 
 def bench_subparsers(subparsers: argparse._SubParsersAction) -> argparse._SubParsersAction:
@@ -34,7 +35,7 @@ def bench_subparsers(subparsers: argparse._SubParsersAction) -> argparse._SubPar
     return bench.add_subparsers(dest="bench_command", required=True)
 
 
-# ---- paths as JSON and docs show them ------------------------------------------------------------------------
+# ---- paths as JSON and docs show them (results.shown_path, results.command_line) ---------------------------
 def check_load(limit: float, when: str = "") -> float:
     """The 1-minute load average; a UserError if it is above `limit` (the timings would be contended)."""
     load = os.getloadavg()[0]
@@ -45,31 +46,12 @@ def check_load(limit: float, when: str = "") -> float:
     return load
 
 
-def shown(path: str | os.PathLike) -> str:
-    """A path as JSON and docs show it: a relative one as given, an absolute one relative to the working
-    folder, else only its last part (never a path of this machine)."""
-    p = Path(path)
-    if not p.is_absolute():
-        return p.as_posix()
-    try:
-        return p.relative_to(Path.cwd()).as_posix()
-    except ValueError:
-        return p.name
-
-
-def shown_command(argv: list[str] | None = None) -> str:
-    """The command line (default: this process's) with every absolute path shown as `shown` shows it."""
-    from ..results import command_line
-
-    return command_line(argv)
-
-
 def shown_config(cfg: RunConfig) -> dict:
     """The config as a dict, its paths (data.root, train.init_from) shown without machine folders."""
     d = to_dict(cfg)
     for section, key in (("train", "init_from"), ("data", "root")):
         if d[section].get(key):
-            d[section][key] = shown(d[section][key])
+            d[section][key] = shown_path(d[section][key])
     return d
 
 
@@ -90,16 +72,31 @@ def _check_same_config(run_dir: Path, cfg: RunConfig) -> None:
     differ = [k for k in runs.config_diff(to_dict(runs.load_config(run_dir)), to_dict(cfg))
               if new.get(k) is not None and k not in runs.RESUMABLE_KEYS]
     if differ:
-        raise UserError(f"{shown(run_dir)!r} holds a run of another config ({', '.join(differ)} differ); delete "
+        raise UserError(f"{shown_path(run_dir)!r} holds a run of another config ({', '.join(differ)} differ); delete "
                         "it, or pass another --runs-dir")
 
 
+def find_reusable(cfg: RunConfig, reuse: list[Path]) -> Path | None:
+    """A finished run folder under one of `reuse` whose resolved config is exactly `cfg`."""
+    want = to_dict(cfg)
+    for base in reuse:
+        for cand in sorted(p for p in Path(base).glob("*") if (p / runs.CONFIG).is_file()):
+            try:
+                same = to_dict(runs.load_config(cand)) == want
+            except UserError:
+                continue
+            if same and is_complete(cand, cfg):
+                return cand
+    return None
+
+
 def train_or_resume(cfg: RunConfig, run_dir: str | os.PathLike, progress: bool = False, *,
-                    data: tuple | None = None) -> bool:
-    """Make `run_dir` a complete run of `cfg`: kept if it is one, resumed if cut short, else trained with
-    `train.fit` (on `data` = (train, val) if given, else on what `cfg` names: never the test split). True when
-    complete; False when training stopped early (fit returned with fewer epochs than planned). A folder that
-    holds a run of another config is refused."""
+                    data: tuple | None = None, reuse: list[Path] = (), log=None) -> bool:
+    """Make `run_dir` a complete run of `cfg`: kept if it is one, resumed if cut short, copied from a finished run
+    of exactly `cfg` under one of the `reuse` folders (`log` says so), else trained with `train.fit` (on `data` =
+    (train, val) if given, else on what `cfg` names: never the test split). True when complete; False when training
+    stopped early (fit returned with fewer epochs than planned). A folder that holds a run of another config is
+    refused."""
     from ..train import fit
 
     run_dir = Path(run_dir)
@@ -107,6 +104,12 @@ def train_or_resume(cfg: RunConfig, run_dir: str | os.PathLike, progress: bool =
         _check_same_config(run_dir, cfg)
         if is_complete(run_dir, cfg):
             return True
+    if (source := find_reusable(cfg, reuse)) is not None:  # also over a partial run of our own
+        if log is not None:
+            log(f"  reusing the finished run {source}")
+        shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.copytree(source, run_dir, ignore=shutil.ignore_patterns(".*.tmp", "tensorboard"))
+        return True
     fit(cfg, run_dir, resume=(run_dir / runs.CHECKPOINT).is_file(), progress=progress, data=data)
     return is_complete(run_dir, cfg)
 
@@ -114,23 +117,32 @@ def train_or_resume(cfg: RunConfig, run_dir: str | os.PathLike, progress: bool =
 # ---- evaluate ----------------------------------------------------------------------------------------------------
 def eval_command(run_dir: str | os.PathLike, split: str = "test", overrides: list[str] = ()) -> str:
     """The `multiglance eval` line that recomputes a published number from the run folder."""
-    return " ".join([f"multiglance eval {shown(run_dir)} --split {split}", *(f"--set {o}" for o in overrides)])
+    return " ".join([f"multiglance eval {shown_path(run_dir)} --split {split}", *(f"--set {o}" for o in overrides)])
+
+
+def published_test(run_dir: str | os.PathLike, overrides: list[str] = (), *, timing: bool = False,
+                   repeats: int = 20) -> dict:
+    """The test split of a finished run, read once, by `evaluate.evaluate_run` (the saved model's own inference
+    path, with inference-time `overrides`): its keys (accuracy_hard, accuracy_soft, test_images,
+    test_flops_per_image, params, ...) without run and split, plus eval_command (the `multiglance eval` line that
+    prints the same numbers) and run_dir (the folder's name)."""
+    from ..evaluate import evaluate_run
+
+    test = evaluate_run(run_dir, split="test", overrides=list(overrides), timing=timing, repeats=repeats)
+    for key in ("run", "split"):
+        test.pop(key, None)
+    return {**test, "eval_command": eval_command(run_dir, "test", overrides), "run_dir": Path(run_dir).name}
 
 
 def val_and_test(run_dir: str | os.PathLike, *, k: int | None = None, overrides: list[str] = (),
-                 timing: bool = False) -> dict:
+                 timing: bool = False, repeats: int = 20) -> dict:
     """A finished run's published numbers: validation accuracy (what every choice is made on), then the test
-    split, read once, by the saved model's own inference path with inference-time `overrides` (and
-    model.top_k=k): exactly what `eval_command` prints. Keys: evaluate_model's (accuracy_hard, accuracy_soft,
-    test_images, test_flops_per_image, params, ...), selection "val", val_accuracy_hard / _soft, val_images,
-    eval_command and run_dir (the folder's name)."""
+    split once (`published_test`), both by `evaluate.evaluate_run` with inference-time `overrides` (and
+    model.top_k=k). Keys: published_test's, selection "val", val_accuracy_hard / _soft and val_images."""
     from ..evaluate import evaluate_run
 
     overrides = [*overrides, *([f"model.top_k={k}"] if k is not None else [])]
     val = evaluate_run(run_dir, split="val", overrides=overrides, timing=False)
-    test = evaluate_run(run_dir, split="test", overrides=overrides, timing=timing)
-    for key in ("run", "split"):
-        test.pop(key, None)
+    test = published_test(run_dir, overrides, timing=timing, repeats=repeats)
     return {**test, "selection": "val", "val_accuracy_hard": val["accuracy_hard"],
-            "val_accuracy_soft": val["accuracy_soft"], "val_images": val["test_images"],
-            "eval_command": eval_command(run_dir, "test", overrides), "run_dir": Path(run_dir).name}
+            "val_accuracy_soft": val["accuracy_soft"], "val_images": val["test_images"]}

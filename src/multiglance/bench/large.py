@@ -38,6 +38,7 @@ import torch
 from .. import results, runs
 from ..config import apply_overrides, to_dict
 from ..errors import UserError
+from ..files import atomic_write
 from .large_report import part_folder
 
 PARTS = ("memory", "speed", "scenes")
@@ -183,8 +184,7 @@ def part_speed(*, quick: bool, threads: int) -> dict:
     from ..data.stream import decode_fitted
     from ..evaluate import count_flops
     from ..models import build_model, get_preset
-    from ..models.glances import OneGlance
-    from ..models.megapixel import FULL_CHANNELS
+    from ..models.megapixel import FULL_CHANNELS, full_resolution_cnn
 
     sizes, batches, reps = ((256,), (1, 4), 2) if quick else ((1024, 1500), (1, 32), 3)
     rows = []
@@ -193,8 +193,7 @@ def part_speed(*, quick: bool, threads: int) -> dict:
         derive(cfg, (3, size, size), [str(i) for i in range(10)])
         torch.manual_seed(0)
         two = build_model(cfg.model).eval().to(memory_format=torch.channels_last)  # as training leaves it
-        full = OneGlance(in_channels=3, num_classes=10, image_size=size, channels=FULL_CHANNELS,
-                         pool_stride=2).eval().to(memory_format=torch.channels_last)
+        full = full_resolution_cnn(image_size=size, in_channels=3).eval().to(memory_format=torch.channels_last)
         x1 = torch.randint(0, 256, (1, 3, size, size), dtype=torch.uint8)
         flops_two, flops_full = count_flops(two, x1), count_flops(full, x1.float() / 255)
         jpeg = _jpeg_bytes(size)
@@ -278,10 +277,8 @@ def publish(docs: Path, name: str, record: dict, allow_dirty: bool) -> Path:
               "load_average_1min": round(os.getloadavg()[0], 2), "threads": torch.get_num_threads(), **record}
     path = docs / part_folder(part) / f"large-{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    from .common import shown_command
-
-    text = json.dumps({"command": shown_command(), **record}, indent=1) + "\n"
-    runs.atomic_write(path, lambda f: f.write(text.encode()))
+    text = json.dumps({"command": results.command_line(), **record}, indent=1) + "\n"
+    atomic_write(path, lambda f: f.write(text.encode()))
     return path
 
 

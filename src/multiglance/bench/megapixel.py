@@ -36,12 +36,11 @@ from pathlib import Path
 import torch
 
 from .. import results, runs
-from ..config import ModelConfig, RunConfig, apply_overrides, to_dict, validate
-from ..errors import UserError
+from ..config import RunConfig, apply_overrides, validate
 from ..models.glances import TOPK_COMBINES
-from ..models.megapixel import FULL_CHANNELS, full_resolution_cnn
+from ..models.megapixel import full_resolution_cnn, full_resolution_config
 from . import megapixel_report as report
-from .common import epoch_records, eval_command, shown, shown_config, train_or_resume
+from .common import epoch_records, published_test, shown_config, train_or_resume
 
 KS = tuple(range(1, 11))  # the test-time k compared on validation
 QUICK = ["data.train_limit=64", "data.val_limit=32", "data.test_limit=32", "train.epochs=1", "train.workers=0",
@@ -148,12 +147,6 @@ def choose(accuracy: dict[str, dict[str, float]], own_rule: str) -> tuple[str, i
 
 
 # ---- costs: FLOPs, memory, CPU time, beside the full-resolution CNN -----------------------------------------
-def full_resolution_config(size: int) -> RunConfig:
-    """`models.megapixel.full_resolution_cnn` as a config (what the fresh-process memory probe builds)."""
-    return RunConfig(preset="megapixel-full-one", model=ModelConfig(
-        kind="one", in_channels=1, num_classes=10, image_size=size, channels=FULL_CHANNELS, pool_stride=2))
-
-
 def saved_activation_mb(loss) -> float:
     """MB of tensors autograd keeps for the backward of `loss()` (a training step's activation memory, weights
     and input excluded), counted with saved-tensor hooks."""
@@ -199,7 +192,7 @@ def costs(cfg: RunConfig, model, *, k: int | None = None, rule: str | None = Non
     full = full_resolution_cnn(image_size=size).eval()
     return {"flops_by_k": flops, "full_flops": full_flops,
             "peak_memory_mb": peak_memory_mb(test_cfg, shape),
-            "full_peak_memory_mb": peak_memory_mb(full_resolution_config(size), shape),
+            "full_peak_memory_mb": peak_memory_mb(full_resolution_config(image_size=size), shape),
             "train_step_peak_memory_mb": peak_memory_mb(cfg, shape, batch=b, train=True), "train_step_batch": b,
             "train_saved_activations_mb_per_step": train_mb,
             "full_train_saved_activations_mb_per_image": full_train_mb,
@@ -216,17 +209,9 @@ def command_line(args) -> str:
     parts += ["--epochs", str(args.epochs)] if args.epochs is not None else []
     for item in args.set or []:
         key, _, value = item.partition("=")
-        parts += ["--set", f"{key}={shown(value) if key.strip() in PATH_KEYS else value}"]
+        parts += ["--set", f"{key}={results.shown_path(value) if key.strip() in PATH_KEYS else value}"]
     parts += ["--low-res-epochs", str(args.low_res_epochs)] if args.low_res_epochs is not None else []
-    return " ".join(parts + ["--runs-dir", shown(args.runs_dir)])
-
-
-def published(run_dir: Path, overrides: list[str] = ()) -> tuple[dict, str]:
-    """The test split's one evaluation, by the saved model's own path, and the `multiglance eval` command."""
-    from ..evaluate import evaluate_run
-
-    command = eval_command(run_dir, "test", list(overrides))
-    return evaluate_run(run_dir, split="test", overrides=list(overrides), timing=False), command
+    return " ".join(parts + ["--runs-dir", results.shown_path(args.runs_dir)])
 
 
 def run_bench(args) -> None:
@@ -258,7 +243,7 @@ def run_bench(args) -> None:
     kw = dict(batch_size=cfg.train.eval_batch_size, workers=cfg.train.workers)
     val_ev = accuracy_by_k(model, val, **kw)  # every choice is made here
     rule, k = choose(val_ev["accuracy_by_k"], cfg.model.topk_combine)
-    ev, eval_command = published(run_dir, [f"model.topk_combine={rule}", f"model.top_k={k}"])
+    ev = published_test(run_dir, [f"model.topk_combine={rule}", f"model.top_k={k}"])
     (test,) = load_data(cfg, ("test",))
     test_ev = accuracy_by_k(model, test, recall_k=k, **kw)  # published beside the val curve, never chosen on
     record = {"dataset": name, "preset": cfg.preset, "model": "two", "seed": cfg.train.seed,
@@ -269,21 +254,21 @@ def run_bench(args) -> None:
               "test_images": ev["test_images"], "combination": rule, "top_k": k,
               "val_accuracy": val_ev["accuracy_by_k"][rule][str(k)], "val_accuracy_by_k": val_ev["accuracy_by_k"],
               "test_accuracy_by_k": test_ev["accuracy_by_k"], "accuracy_hard": ev["accuracy_hard"],
-              "accuracy_soft": None, "eval_command": eval_command, "digit_recall": test_ev["digit_recall"],
+              "accuracy_soft": None, "eval_command": ev["eval_command"], "digit_recall": test_ev["digit_recall"],
               "test_flops_per_image": ev["test_flops_per_image"], "params": ev["params"],
               "train_split_mb": train.nbytes() / 2 ** 20,
               "dense_train_split_mb": len(train) * train.size ** 2 / 2 ** 20,
               "images_per_s_batch256": None, "load_average_1min": round(os.getloadavg()[0], 2),
               "config": shown_config(cfg)}
     if low_cfg:
-        low_ev, low_command = published(low_dir)
+        low_ev = published_test(low_dir)
         record["low_resolution_cnn"] = {
             "preset": low_cfg.preset, "run_dir": low_dir.name, "epochs": len(low_curve),
             "train_seconds": round(sum(r["train_seconds"] for r in low_curve), 1),
             "input_size": low_cfg.model.input_size, "channels": list(low_cfg.model.channels),
             "params": low_ev["params"], "flops": low_ev["test_flops_per_image"],
             "val_accuracy": low_curve[-1]["val_acc_hard"], "accuracy": low_ev["accuracy_hard"],
-            "eval_command": low_command}
+            "eval_command": low_ev["eval_command"]}
     docs.mkdir(parents=True, exist_ok=True)
     report.glance_figure(model, test, k, docs / f"{name}-glance1.png")
     c = costs(cfg, model, k=k, rule=rule)

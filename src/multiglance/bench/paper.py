@@ -7,14 +7,14 @@
 
 Each experiment (a preset, `--set` overrides, an epoch budget, a number of seeds) trains with `train.fit`
 into `RUNS/<dataset>__<name>__seed<N>` (resumed if cut short, skipped if complete, or copied from a matching
-finished run under `--reuse DIR`), is evaluated with `evaluate.evaluate_model` (accuracy hard and soft, params,
-FLOPs, CPU latency and throughput) and written to `DOCS/results/<dataset>__<name>__seed<N>.json`. The tables
+finished run under `--reuse DIR`; bench/common.py `train_or_resume`), is evaluated with `common.val_and_test`
+(`evaluate.evaluate_run`: validation accuracy, then the test split once: accuracy hard and soft, params, FLOPs, CPU
+latency and throughput) and written to `DOCS/results/<dataset>__<name>__seed<N>.json`. The tables
 (mean ± std over seeds), the curves (the report's figures 4 to 7) and the `paper` section of
 `DOCS/RESULTS.md` are then rebuilt from those JSON files alone.
 """
 from __future__ import annotations
 
-import shutil
 import statistics
 import time
 from dataclasses import dataclass
@@ -25,6 +25,7 @@ import torch
 from .. import results, runs
 from ..config import apply_overrides, to_dict
 from ..errors import UserError
+from .common import epoch_records, find_reusable, is_complete, train_or_resume, val_and_test
 
 REPORT = {  # the report's top-1 accuracy, its tables (pooling stride 1, 500 train images per class on Tiny)
     ("cifar10", "one"): 0.78, ("cifar10", "two"): 0.68,
@@ -107,70 +108,25 @@ def select(datasets: list[str], only: list[str] | None, quick: bool, seeds: int 
     return [(e, s) for e in chosen for s in reversed(range(min(e.seeds, seeds or e.seeds)))]
 
 
-# ---- train one run -------------------------------------------------------------------------------------------
-def epoch_records(run_dir: Path) -> list[dict]:
-    """One record per epoch (the last one written wins: a resumed run may have logged an epoch twice)."""
-    return list({r["epoch"]: r for r in runs.read_metrics(run_dir) if r.get("kind") == "epoch"}.values())
-
-
-def is_complete(run_dir: Path, cfg) -> bool:
-    return (run_dir / runs.CHECKPOINT).exists() and len(epoch_records(run_dir)) >= cfg.train.epochs
-
-
-def find_reusable(cfg, reuse: list[Path]) -> Path | None:
-    """A finished run folder under one of `reuse` whose resolved config is exactly `cfg`."""
-    want = to_dict(cfg)
-    for base in reuse:
-        for cand in sorted(p for p in Path(base).glob("*") if (p / runs.CONFIG).is_file()):
-            try:
-                same = to_dict(runs.load_config(cand)) == want
-            except UserError:
-                continue
-            if same and is_complete(cand, cfg):
-                return cand
-    return None
-
-
-def train_run(cfg, run_dir: Path, reuse: list[Path], progress: bool, log) -> bool:
-    """Make `run_dir` a complete run of `cfg`; False if training was stopped early (by a signal)."""
-    from ..train import fit
-
-    if run_dir.exists() and (run_dir / runs.CONFIG).is_file():
-        if to_dict(runs.load_config(run_dir)) != to_dict(cfg):
-            raise UserError(f"{str(run_dir)!r} holds a run of another config (budget changed?); delete it or use "
-                            "another --runs-dir")
-        if is_complete(run_dir, cfg):
-            return True
-    if (source := find_reusable(cfg, reuse)) is not None:  # also over a partial run of our own
-        log(f"  reusing the finished run {source}")
-        shutil.rmtree(run_dir, ignore_errors=True)
-        shutil.copytree(source, run_dir, ignore=shutil.ignore_patterns(".*.tmp", "tensorboard"))
-        return True
-    fit(cfg, run_dir, resume=(run_dir / runs.CHECKPOINT).exists(), progress=progress)
-    return is_complete(run_dir, cfg)
-
-
-def evaluate_run(exp: Experiment, seed: int, run_dir: Path, repeats: int) -> dict:
+# ---- the record of one run ----------------------------------------------------------------------------------
+def run_record(exp: Experiment, seed: int, run_dir: Path, repeats: int) -> dict:
     """The published record of a finished run: validation accuracy (what any choice is made on), then the test
-    split, read once here, by the saved model's own inference path (`multiglance eval RUN`)."""
+    split, read once, by the saved model's own inference path (`common.val_and_test`: `multiglance eval RUN`),
+    with CPU latency and throughput."""
     import os
 
-    from ..evaluate import evaluate_model
-    from ..train import evaluate, load_data
+    from ..train import load_data
 
-    model, cfg = runs.load_run(run_dir)
-    train, val, test = load_data(cfg, ("train", "val", "test"))
-    val_acc = evaluate(model, val, batch_size=cfg.train.eval_batch_size)["accuracy"]
-    record = evaluate_model(model, cfg, test, timing=True, repeats=repeats)
+    ev = val_and_test(run_dir, timing=True, repeats=repeats)
+    cfg = runs.load_config(run_dir)
+    (train,) = load_data(cfg, ("train",))
     epochs = epoch_records(run_dir)
-    return {"dataset": exp.dataset, "experiment": exp.name, "preset": exp.preset, "model": record.pop("model"),
+    return {"dataset": exp.dataset, "experiment": exp.name, "preset": exp.preset, "model": ev.pop("model"),
             "seed": seed, "commit": results.git_commit(), "epochs": len(epochs),
             "train_seconds": round(sum(r.get("train_seconds", 0.0) for r in epochs), 1),
-            "selection": "val", "val_accuracy_hard": val_acc, "val_images": len(val), "train_images": len(train),
-            **record, "final_train_loss": epochs[-1]["train_loss"],
-            "eval_command": f"multiglance eval {run_dir.name} --json",
+            "train_images": len(train), **ev, "final_train_loss": epochs[-1]["train_loss"],
             "timing_threads": torch.get_num_threads(), "load_average_1min": round(os.getloadavg()[0], 2),
-            "run_dir": run_dir.name, "config": to_dict(cfg)}
+            "config": to_dict(cfg)}
 
 
 # ---- tables, curves, the RESULTS.md section ------------------------------------------------------------------
@@ -324,10 +280,10 @@ def bench_paper(args) -> None:
         if args.no_train and not (run_dir.is_dir() and is_complete(run_dir, cfg)) and \
                 find_reusable(cfg, [Path(p) for p in args.reuse or []]) is None:
             continue
-        if not train_run(cfg, run_dir, [Path(p) for p in args.reuse or []], progress=args.progress, log=log):
+        if not train_or_resume(cfg, run_dir, args.progress, reuse=[Path(p) for p in args.reuse or []], log=log):
             log(f"stopped before {name} finished; run the same command again to resume")
             return
-        record = evaluate_run(exp, seed, run_dir, repeats=3 if args.quick else 20)
+        record = run_record(exp, seed, run_dir, repeats=3 if args.quick else 20)
         results.write_result(docs / "results", name, record)
         log(f"  {name}: top-1 hard {record['accuracy_hard']:.4f}"
             + (f" soft {record['accuracy_soft']:.4f}" if record["accuracy_soft"] is not None else "")

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError, UserError
+from ..files import fsync_folder
 from .archive import open_tree
 
 
@@ -238,37 +239,3 @@ def download(name: str, root: str | os.PathLike, *, url_base: str | None = None,
     if not keep_archive:
         archive.unlink()
     return out
-
-
-def fsync_folder(folder: Path) -> None:
-    """Make a rename inside `folder` survive a power cut (best effort: not every file system lets a folder be
-    opened). Shared with runs.py's atomic writes."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def cmd_download(args) -> None:
-    path = download(args.name, args.root, url_base=args.url_base, keep_archive=args.keep_archive,
-                    progress=not args.quiet)
-    print(f"{args.name} is in {path}; train on it with: multiglance train --preset PRESET "
-          + DATASETS[args.name].use.format(root=args.root))
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser("data", help="data sets: download")
-    sub = p.add_subparsers(dest="data_command", required=True)
-    d = sub.add_parser("download", help="download, check (SHA-256) and unpack an official data set")
-    d.add_argument("name", choices=sorted(DATASETS), help="the data set")
-    d.add_argument("--root", default="data", help="folder to put it in (default: data)")
-    d.add_argument("--url-base", help="fetch the same file names from this address instead (a mirror)")
-    d.add_argument("--keep-archive", action="store_true", help="keep the archive after unpacking it")
-    d.add_argument("--quiet", action="store_true", help="no progress output")
-    d.set_defaults(func=cmd_download)

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from ..files import atomic_write
 
 DIGIT, DIGITS_PER_IMAGE, MAJORITY = 28, 5, 3
 SIZES = {"train": 5000, "val": 500, "test": 1000}
@@ -113,8 +114,6 @@ class MegapixelSplit:
 
     # ---- storage ----------------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
-        from ..runs import atomic_write
-
         state = {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
         atomic_write(Path(path), lambda f: torch.save({"format": "megapixel-mnist-1", **state}, f))
 

@@ -60,6 +60,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DataError, UserError
+from ..files import atomic_write
 
 VERSION = 1  # bump when the generator's output changes, so old cache entries are not reused
 FORMAT = "scenes-cifar10-1"
@@ -161,8 +162,6 @@ class SceneSplit:
 
     # ---- storage: everything but the backgrounds, which the caller supplies on loading --------------------------
     def save(self, path: str | os.PathLike) -> None:
-        from ..runs import atomic_write  # lazily: runs is a later stage
-
         state = {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
                  for f in fields(self) if f.name != "backgrounds"}
         atomic_write(Path(path), lambda f: torch.save({"format": FORMAT, "version": VERSION, **state}, f))
