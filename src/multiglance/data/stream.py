@@ -41,7 +41,7 @@ from ..errors import DataError
 from .archive import open_tree
 from .batches import quiet_worker
 from .classes import list_split
-from .images import MAX_FILE_BYTES, decode_image
+from .images import MAX_FILE_BYTES, decode_image, fit
 from .synthetic_folders import make_shape_folder, shape_image  # noqa: F401 - re-exported (moved there)
 
 STREAM_BUDGET_BYTES = 2 << 30  # `should_stream`: stream when the decoded uint8 splits would exceed 2 GiB
@@ -59,19 +59,6 @@ def decode_fitted(data: bytes, name: str, *, height: int, width: int, channels: 
     pixels = decode_image(data, name, "L" if channels == 1 else "RGB", max_pixels=max_pixels, orient=True,
                           cover=(height, width) if draft else None)  # (h, w, C)
     return fit(pixels, height, width)
-
-
-def fit(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
-    """uint8 (h, w, C) -> (height, width, C): scaled to cover, bilinear antialiased, centre-cropped."""
-    h, w, c = pixels.shape
-    if (h, w) == (height, width):
-        return np.ascontiguousarray(pixels)
-    s = max(height / h, width / w)
-    bw, bh = width / s, height / s  # the crop box in source pixels
-    box = ((w - bw) / 2, (h - bh) / 2, (w + bw) / 2, (h + bh) / 2)
-    img = Image.fromarray(pixels[..., 0] if c == 1 else pixels)
-    out = np.asarray(img.resize((width, height), Image.Resampling.BILINEAR, box=box, reducing_gap=3.0))
-    return out.reshape(height, width, c)  # (H, W, C)
 
 
 # ----------------------------------------------------------------------------------------- files #
@@ -148,6 +135,31 @@ def _sample_channels(reader: _Reader, files: Sequence[str], samples: int = 16) -
         except Exception:  # noqa: BLE001 - an unreadable file says nothing about the others
             continue
     return 1 if gray and all(gray) else 3
+
+
+def median_size(root: str | os.PathLike, samples: int = 64) -> tuple[int, int]:
+    """The median (height, width) of up to `samples` evenly spaced training images, as displayed (EXIF
+    orientation applied), from their headers alone; DataError if none opens."""
+    reader, files, _, _ = _scan(root, "train", warn=False)
+    picks = sorted({int(i) for i in np.linspace(0, len(files) - 1, min(samples, len(files)))}) if files else []
+    sizes = []
+    try:
+        for i in picks:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    with Image.open(io.BytesIO(reader.read(files[i]))) as img:
+                        w, h = img.size
+                        turned = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientation: a quarter turn
+                sizes.append((w, h) if turned else (h, w))
+            except Exception:  # noqa: BLE001 - an unreadable file is skipped when training reaches it
+                continue
+    finally:
+        reader.close()
+    if not sizes:
+        raise DataError(f"none of the sampled training images of {root} opens; check the files")
+    hs, ws = zip(*sizes)
+    return int(np.median(hs)), int(np.median(ws))
 
 
 # ------------------------------------------------------------------------------------------ split #

@@ -16,18 +16,55 @@ import numpy as np
 from PIL import Image
 
 
-def shape_image(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
-    """uint8 (size, size, 3): dark noise with one white circle, square, triangle or cross."""
-    r = int(rng.integers(max(2, size // 10), max(3, size // 5) + 1))  # half-size of the shape
-    cy, cx = (int(v) for v in rng.integers(r, size - r, 2))
+def shape_mask(kind: str, size: int, cy: int, cx: int, r: int) -> np.ndarray:
+    """bool (size, size): a circle, square, triangle or cross of half-size r centred at (cy, cx)."""
     y, x = np.mgrid[:size, :size]
     dy, dx = np.abs(y - cy), np.abs(x - cx)
     masks = {"circle": lambda: dy ** 2 + dx ** 2 <= r * r, "square": lambda: (dy <= r) & (dx <= r),
              "triangle": lambda: (dy <= r) & (2 * dx <= y - cy + r),
              "cross": lambda: ((dy <= r) & (dx <= r // 3)) | ((dx <= r) & (dy <= r // 3))}
+    return masks[kind]()
+
+
+def shape_image(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """uint8 (size, size, 3): dark noise with one white circle, square, triangle or cross."""
+    r = int(rng.integers(max(2, size // 10), max(3, size // 5) + 1))  # half-size of the shape
+    cy, cx = (int(v) for v in rng.integers(r, size - r, 2))
     img = rng.integers(0, 120, (size, size, 3), dtype=np.uint8)
-    img[masks[kind]()] = 255
+    img[shape_mask(kind, size, cy, cx, r)] = 255
     return img
+
+
+def clutter_image(kind: str, size: int, rng: np.random.Generator, *, object_px: int = 40,
+                  distractors: int = 2) -> np.ndarray:
+    """uint8 (size, size, 3): dark noise, one white `kind` (circle, square, triangle or cross) `object_px` wide at
+    a random place, and `distractors` grey discs of the same width elsewhere (the object is small: at 1024, 40
+    pixels are 0.15% of the image)."""
+    img = rng.integers(0, 120, (size, size, 3), dtype=np.uint8)
+    r = object_px // 2
+    y, x = np.ogrid[:size, :size]
+    for _ in range(distractors):
+        cy, cx = (int(v) for v in rng.integers(r, size - r, 2))
+        img[(y - cy) ** 2 + (x - cx) ** 2 <= r * r] = 170
+    mask = shape_mask(kind, object_px, r, r, r - 1)  # (object_px, object_px)
+    cy, cx = (int(v) for v in rng.integers(0, size - object_px, 2))
+    img[cy:cy + object_px, cx:cx + object_px][mask] = 255
+    return img
+
+
+def make_clutter_folder(root: str | os.PathLike, *, n_per_class: int, size: int = 1024,
+                        classes: Sequence[str] = ("square", "circle", "cross"), n_test_per_class: int = 50,
+                        seed: int = 0, **clutter: int) -> Path:
+    """ROOT/{train,test}/CLASS/*.jpg of `clutter_image`s (deterministic by `seed`): the small-object-in-a-large-image
+    check of the house CNN (issue: simple shapes on 1024x1024 noise, 100 train images per class)."""
+    root, rng = Path(root), np.random.default_rng(seed)
+    for part, n in (("train", n_per_class), ("test", n_test_per_class)):
+        for cls in classes:
+            folder = root / part / cls
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                (folder / f"{cls}_{i:04d}.jpg").write_bytes(_encode(clutter_image(cls, size, rng, **clutter), "jpg"))
+    return root
 
 
 def _encode(pixels: np.ndarray | Image.Image, fmt: str, **kw: object) -> bytes:

@@ -7,3 +7,4 @@ __all__ = ["COMBINE_MODES", "OneGlance", "TwoGlance", "combine", "build_model", 
            "list_models", "register_model"]
 from . import presets_beyond  # noqa: E402,F401  (beyond the report: MNIST canvases, the CIFAR-10 front)
 from . import presets_large  # noqa: E402,F401  (large images: a folder of photos, megapixel MNIST, photo scenes)
+from . import presets_photos  # noqa: E402,F401  (photographs: pretrained glances, any size and aspect)

@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .blocks import ConvStack, Normalize, head
+from .backbones import create_backbone, load_weights
+from .blocks import Normalize, head
 from .select import gumbel_perturb, select_topk
 
 COMBINE_MODES = ("logits", "probs", "mixture")
@@ -45,6 +46,28 @@ SCORERS = ("dense", "conv")
 SELECTIONS = ("topk", "nms")
 TOPK_COMBINES = ("weights", "equal")
 EXPLORE_BY = ("sample", "ink")
+HEADS = ("flat", "pool")
+
+
+def read_features(fmap: torch.Tensor, how: str) -> torch.Tensor:
+    """(B, C, h, w) feature map -> (B, F): "flat" (the report's: every position, F = C*h*w) or "pool" (global
+    average, F = C: any input size, a few weights, and a stable first step for a from-scratch net)."""
+    return fmap.flatten(1) if how == "flat" else fmap.mean((2, 3))
+
+
+def build_glance(backbone: str, *, pretrained: bool, weights: str | None, what: str, **house) -> tuple[nn.Module, str]:
+    """A glance's backbone (models/backbones.py), with local weights loaded if given; (module, weights SHA-256 or
+    "")."""
+    net = create_backbone(backbone, pretrained=pretrained, **house)
+    return net, (load_weights(net, weights, what) if weights else "")
+
+
+def input_norm(net: nn.Module, channels: int) -> Normalize:
+    """The normalisation a backbone's weights expect: fixed (pretrained), or the data's statistics (house)."""
+    norm = Normalize(channels)
+    if net.input_norm is not None:
+        norm.fix(*(torch.tensor(v) for v in net.input_norm))
+    return norm
 
 
 def resize(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
@@ -78,22 +101,33 @@ def to_unit(x: torch.Tensor) -> torch.Tensor:
 
 
 class OneGlance(nn.Module):
-    """One CNN on the whole image (optionally resized to `input_size` first): (B, C, H, W) -> (B, K) logits."""
+    """One CNN on the whole image (optionally resized to `input_size` rows first, the width following the aspect):
+    (B, C, H, W) -> (B, K) logits. `backbone`: see models/backbones.py; `head` "flat" (the report's) or "pool"."""
 
     kind = "one"
 
     def __init__(self, *, in_channels: int, num_classes: int, image_size: int, channels: tuple[int, ...],
-                 pool_stride: int, input_size: int | None = None, hidden: int = 0, batchnorm: bool = False):
+                 pool_stride: int, input_size: int | None = None, hidden: int = 0, batchnorm: bool = False,
+                 image_width: int | None = None, backbone: str = "house", pretrained: bool = False,
+                 head_type: str = "flat", weights: str | None = None, freeze: int = 0):
         super().__init__()
-        self.image_size, self.input_size = image_size, input_size or image_size
-        self.normalize = Normalize(in_channels)
-        self.features = ConvStack(in_channels=in_channels, channels=channels, size=self.input_size,
-                                  pool_stride=pool_stride, batchnorm=batchnorm)
-        self.classifier = head(self.features.out_features, num_classes, hidden)
+        h, w = image_size, image_width or image_size
+        self.image_size, self.image_width, self.input_size = h, w, input_size or h
+        self.input_shape = (self.input_size, max(1, round(self.input_size * w / h)))
+        self.head_type = "pool" if backbone != "house" else head_type
+        self.features, sha = build_glance(backbone, pretrained=pretrained, weights=weights,
+                                                          what="the one-glance CNN", in_channels=in_channels,
+                                                          channels=channels, pool_stride=pool_stride,
+                                                          batchnorm=batchnorm, freeze=freeze)
+        self.weights_sha256 = {"backbone": sha} if sha else {}  # of a local weights file, for the run's record
+        self.normalize = input_norm(self.features, in_channels)
+        fh, fw = self.features.out_size(*self.input_shape)
+        flat = self.features.out_channels * (fh * fw if self.head_type == "flat" else 1)
+        self.classifier = head(flat, num_classes, hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = resize(self.normalize(x), self.input_size)  # (B, C, s, s)
-        return self.classifier(self.features(x))  # (B, K)
+        x = resize(self.normalize(to_unit(x)), self.input_shape)  # (B, C, s, s')
+        return self.classifier(read_features(self.features(x), self.head_type))  # (B, K)
 
     @torch.no_grad()
     def classify(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
@@ -103,23 +137,37 @@ class OneGlance(nn.Module):
 class ScoreMap(nn.Module):
     """scorer="conv": (B, C*f*g) flat glance-1 features -> (B, P) patch scores. Conv 3x3 + ReLU + conv 1x1 on the
     (C, f, g) feature map, sampled bilinearly at the P patch centres (normalised (x, y), a fixed buffer): the
-    same small detector everywhere, ~9 * C * width weights whatever the number of patches."""
+    same small detector everywhere, ~9 * C * width weights whatever the number of patches.
+    `classes` K > 0 adds glance 1's own answer (`attend`): a 1x1 class map, averaged over positions with the
+    softmax of the score map as weights (attention pooling, as in attention-based multiple-instance learning),
+    so glance 1 learns where the class evidence is from the image label alone, before glance 2 knows anything."""
 
-    def __init__(self, *, channels: int, fmap: tuple[int, int], centres: torch.Tensor, width: int = 32):
+    def __init__(self, *, channels: int, fmap: tuple[int, int], centres: torch.Tensor, width: int = 32,
+                 classes: int = 0):
         super().__init__()
         self.channels, self.fmap = channels, fmap
         self.body = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=True),
                                   nn.Conv2d(width, 1, 1))
+        self.classes = nn.Conv2d(channels, classes, 1) if classes else None
         self.register_buffer("centres", centres[None, None], persistent=False)  # (1, 1, P, 2) as (x, y)
 
     def score_map(self, features: torch.Tensor) -> torch.Tensor:
         f = features.view(-1, self.channels, *self.fmap)  # (B, C, f, g)
         return self.body(f)  # (B, 1, f, g)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        m = self.score_map(features)  # (B, 1, f, g)
+    def sample(self, m: torch.Tensor) -> torch.Tensor:
         grid = self.centres.expand(m.shape[0], -1, -1, -1)  # (B, 1, P, 2)
         return F.grid_sample(m, grid, mode="bilinear", align_corners=False)[:, 0, 0]  # (B, P)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.sample(self.score_map(features))  # (B, P)
+
+    def attend(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C*f*g) -> (B, P) patch scores and (B, K) glance 1's logits by attention pooling of its class map."""
+        m = self.score_map(features)  # (B, 1, f, g)
+        a = m.flatten(1).softmax(-1)  # (B, f*g)
+        z = self.classes(features.view(-1, self.channels, *self.fmap)).flatten(2)  # (B, K, f*g)
+        return self.sample(m), torch.einsum("bn,bkn->bk", a, z)  # (B, P), (B, K)
 
 
 class TwoGlance(nn.Module):
@@ -134,7 +182,10 @@ class TwoGlance(nn.Module):
                  combine: str = "logits", inference: str = "hard", top_k: int = 1, choice: str = "soft",
                  tau: float = 1.0, fuse: bool = False, hidden: int = 0, batchnorm: bool = False,
                  scorer: str = "dense", score_width: int = 32, selection: str = "topk", nms_radius: int = 1,
-                 topk_combine: str = "weights", explore: int = 0, explore_by: str = "sample"):
+                 topk_combine: str = "weights", explore: int = 0, explore_by: str = "sample",
+                 backbone: str = "house", glance1_backbone: str | None = None, pretrained: bool = False,
+                 head_type: str = "flat", glance1_weights: str | None = None, glance2_weights: str | None = None,
+                 glance1_aux: bool = False, freeze: int = 0):
         super().__init__()
         h, w = image_size, image_width or image_size
         if (patch_stride < 1 or patch_size > min(h, w) or (h - patch_size) % patch_stride
@@ -169,18 +220,35 @@ class TwoGlance(nn.Module):
         self.scorer, self.selection, self.nms_radius = scorer, selection, nms_radius
         self.topk_combine, self.explore, self.explore_by = topk_combine, explore, explore_by
         self.generator: torch.Generator | None = None  # exploration noise (choice="topk"); None: the global RNG
-        self.normalize = Normalize(in_channels)
-        self.glance1 = ConvStack(in_channels=in_channels, channels=glance1_channels or channels,
-                                 size=self.thumb_shape, pool_stride=pool_stride, batchnorm=batchnorm)
+        house = dict(in_channels=in_channels, pool_stride=pool_stride, batchnorm=batchnorm)
+        self.glance1, sha1 = build_glance(glance1_backbone or backbone, pretrained=pretrained, what="glance 1",
+                                          weights=glance1_weights, channels=glance1_channels or channels, **house)
+        self.glance2, sha2 = build_glance(backbone, pretrained=pretrained, weights=glance2_weights, what="glance 2",
+                                          channels=channels, freeze=freeze, **house)
+        self.weights_sha256 = {k: v for k, v in (("glance1", sha1), ("glance2", sha2)) if v}
+        self.normalize = input_norm(self.glance2, in_channels)  # glance 2's (and glance 1's, when it is the same)
+        if self.glance1.input_norm != self.glance2.input_norm:
+            self.normalize1 = input_norm(self.glance1, in_channels)
+        self.head1 = "pool" if (glance1_backbone or backbone) != "house" else head_type
+        self.head2 = "pool" if backbone != "house" else head_type
+        fh, fw = self.glance1.out_size(*self.thumb_shape)
+        c1 = self.glance1.out_channels
+        self.glance1_fmap = (c1, fh, fw)
+        f1 = c1 * fh * fw if self.head1 == "flat" or scorer == "conv" else c1  # glance 1's flat feature size F1
+        self.glance1_aux = glance1_aux
+        if glance1_aux and scorer != "conv":
+            raise ConfigError("glance1_aux needs scorer=conv (glance 1's answer pools its score map)")
         if scorer == "dense":
-            self.where = nn.Linear(self.glance1.out_features, self.num_patches)
+            self.where = nn.Linear(f1, self.num_patches)
         else:
-            c, fh, fw = self.glance1.out_shape
-            self.where = ScoreMap(channels=c, fmap=(fh, fw), centres=self._patch_centres(), width=score_width)
-        self.glance2 = ConvStack(in_channels=in_channels, channels=channels, size=patch_size,
-                                 pool_stride=pool_stride, batchnorm=batchnorm)
-        context = self.glance1.out_features if fuse else 0
-        self.what = head(self.glance2.out_features + context, num_classes, hidden)
+            self.where = ScoreMap(channels=c1, fmap=(fh, fw), centres=self._patch_centres(), width=score_width,
+                                  classes=num_classes if glance1_aux else 0)
+        gh, gw = self.glance2.out_size(patch_size, patch_size)
+        f2 = self.glance2.out_channels * (gh * gw if self.head2 == "flat" else 1)
+        self.feature_sizes = (f1, f2)  # (F1, F2)
+        self.what = head(f2 + (f1 if fuse else 0), num_classes, hidden)
+        self.last_glance1_logits: torch.Tensor | None = None  # (B, K) glance 1's own answer (glance1_aux)
+        self.last_selected_scores: torch.Tensor | None = None  # (B, n) glance 1's scores of the chosen (topk)
         self.last_weights: torch.Tensor | None = None  # (B, P) of the last training forward, for loss terms
         self.last_log_prob: torch.Tensor | None = None  # (B,) log w of the sampled patch (choice="reinforce")
         self.last_patch_logits: torch.Tensor | None = None  # (B, P, K) every patch's z (choice="oracle")
@@ -212,7 +280,10 @@ class TwoGlance(nn.Module):
         return resize(to_unit(x), self.thumb_shape)  # (B, C, th, tw)
 
     def glance1_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.glance1(self.normalize(self.thumbnail(x)))  # (B, F1)
+        """(B, C, H, W) -> (B, F1): glance 1 on the thumbnail; with scorer=conv its map, flattened (F1 = C1*f*g)."""
+        norm = getattr(self, "normalize1", self.normalize)
+        fmap = self.glance1(norm(self.thumbnail(x)))  # (B, C1, f, g)
+        return fmap.flatten(1) if self.scorer == "conv" else read_features(fmap, self.head1)  # (B, F1)
 
     def patch_scores(self, x: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
         features = self.glance1_features(x) if features is None else features
@@ -246,7 +317,7 @@ class TwoGlance(nn.Module):
         flat = patches.reshape(b * n, *patches.shape[2:])  # (B*n, C, p, p)
         if flat.is_contiguous() and patches.device.type == "cpu":
             flat = flat.contiguous(memory_format=torch.channels_last)
-        f = self.glance2(flat).view(b, n, -1)  # (B, n, F2)
+        f = read_features(self.glance2(flat), self.head2).view(b, n, -1)  # (B, n, F2)
         if self.fuse:
             f = torch.cat([f, context[:, None, :].expand(b, n, context.shape[-1])], dim=-1)  # (B, n, F2+F1)
         return self.what(f)  # (B, n, K)
@@ -289,11 +360,15 @@ class TwoGlance(nn.Module):
         if not self.training:
             return self.infer(x, mode, k)[0]
         g = self.glance1_features(x)  # (B, F1)
-        scores = self.where(g)  # (B, P)
+        self.last_glance1_logits = None
+        if self.glance1_aux:
+            scores, self.last_glance1_logits = self.where.attend(g)  # (B, P), (B, K)
+        else:
+            scores = self.where(g)  # (B, P)
         context = g if self.fuse else None
         self.last_weights = w = scores.softmax(-1)  # (B, P)
         self.last_log_prob = self.last_patch_logits = self.last_scores = None
-        self.last_selected_logits = self.last_selected_index = None
+        self.last_selected_logits = self.last_selected_index = self.last_selected_scores = None
         if self.choice == "reinforce":  # sample one patch from w; only it is classified, as at test time
             index = torch.multinomial(w.detach(), 1)  # (B, 1)
             self.last_log_prob = w.gather(1, index)[:, 0].clamp_min(1e-12).log()  # (B,), the loss adds REINFORCE
@@ -302,7 +377,8 @@ class TwoGlance(nn.Module):
             index = self.choose_patches(scores, x)  # (B, n)                    glance 1 through the softmax
             z = self._classify_chosen(x, index, context)  # (B, n, K)
             self.last_selected_logits, self.last_selected_index = z, index
-            return combine(scores.gather(1, index).softmax(-1), z, self.combine)  # (B, K)
+            self.last_selected_scores = chosen = scores.gather(1, index)  # (B, n)
+            return combine(chosen.softmax(-1), z, self.combine)  # (B, K)
         z = self.classify_patches(self.normalize_patches(self.patches(x)), context)  # (B, P, K)
         if self.choice == "oracle":  # glance 2 learns on every patch, glance 1 learns which patch it gets right:
             self.last_patch_logits, self.last_scores = z, scores  # the loss is `train.oracle_loss`

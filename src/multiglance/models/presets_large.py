@@ -1,6 +1,11 @@
 """Presets for large images, where the second glance pays: a user's own photos, megapixel MNIST, photo scenes.
 
-large-two: the two-glance model for a class folder of large photos (1024x1024 by default) with a small object.
+large-two: the two-glance model, house CNN from scratch, for a class folder of large images (1024x1024 by default;
+    `model.image_size=none` reads the size from the data) with a small object. It learns from the first step:
+    BatchNorm and a global-pooled head in both glances, half an epoch of warm-up, gradients clipped to norm 1
+    (without them the first AdamW step blew the flatten head up on 1024x1024 shapes and the loss ended at
+    2 ln 3), and glance 1 answers on its own too (`glance1_aux`: attention pooling of a class map by its score
+    map) and learns which chosen patch glance 2 reads best (`train.rank_weight`).
     Glance 1 is fully convolutional (`scorer=conv`: a score map on the thumbnail, sampled at the patch centres,
     ~10k weights whatever the number of patches); training runs glance 2 only on the top 3 patches chosen with
     non-maximum suppression plus 2 sampled exploration patches (`choice=topk`), so memory grows with k, not
@@ -30,20 +35,26 @@ def _large_train(**kw) -> TrainConfig:
                            "uniform_weight": 1.0, "eval_batch_size": 16, "workers": 2} | kw))
 
 
+STABLE = dict(batchnorm=True, head="pool")  # the house CNN's stable first step: BatchNorm, a global-pooled head
+STABLE_TRAIN = dict(warmup_epochs=0.5, grad_clip=1.0)  # and a warm-up with clipped gradients
+
+
 def _large_two(image_size: int = 1024, data: DataConfig | None = None, **model) -> RunConfig:
     m = ModelConfig(**({"kind": "two", "in_channels": None, "num_classes": None, "image_size": image_size,
                         "channels": (16, 32, 64), "glance1_channels": (16, 32), "pool_stride": 2,
                         "patch_size": None, "patch_stride": None, "thumb_size": None, "scorer": "conv",
                         "selection": "nms", "nms_radius": 1, "choice": "topk", "top_k": 3, "explore": 2,
-                        "explore_by": "sample", "combine": "mixture", "topk_combine": "weights"} | model))
-    return RunConfig(model=m, data=data or DataConfig(name="folder", flip=True), train=_large_train())
+                        "explore_by": "sample", "combine": "mixture", "topk_combine": "weights",
+                        "glance1_aux": True, **STABLE} | model))
+    return RunConfig(model=m, data=data or DataConfig(name="folder", flip=True),
+                     train=_large_train(**STABLE_TRAIN, glance1_weight=1.0, rank_weight=1.0))
 
 
 def _large_one(image_size: int = 1024, data: DataConfig | None = None) -> RunConfig:
     m = ModelConfig(kind="one", in_channels=None, num_classes=None, image_size=image_size, channels=(32, 64, 128),
-                    pool_stride=2, input_fraction=1 / 8)
+                    pool_stride=2, input_fraction=1 / 8, **STABLE)
     return RunConfig(model=m, data=data or DataConfig(name="folder", flip=True),
-                     train=_large_train(uniform_weight=0.0, batch_size=32))
+                     train=_large_train(uniform_weight=0.0, batch_size=32, **STABLE_TRAIN))
 
 
 def _megapixel(easy: bool) -> RunConfig:

@@ -15,6 +15,7 @@ checkpoint (every epoch, or every N steps with `--set train.checkpoint_every=N`)
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -25,13 +26,14 @@ import torch
 from torch import nn
 
 from .. import runs
-from ..config import RunConfig, derive
+from ..config import RunConfig, derive, tiled_size
 from ..config import validate as validate_config
 from ..data import load_split
 from ..data.batches import channel_stats, train_batches
 from ..data.images import set_max_pixels
 from ..data.split import limit
 from ..errors import Stopped, UserError
+from ..files import atomic_write
 from ..models import build_model
 from .evaluation import SOFT_MAX_PATCHES, evaluate, takes_uint8, validate  # noqa: F401  (re-exported)
 from .objectives import loss_fn, lr_factor
@@ -124,6 +126,8 @@ def train_one_epoch(t: Trainer, train, epoch: int, step: int, *, start_batch: in
                             "checkpoint is kept. Lower train.lr (or add warm-up) and --resume")
         t.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if cfg.train.grad_clip:
+            torch.nn.utils.clip_grad_norm_(t.raw_model.parameters(), cfg.train.grad_clip)
         t.optimizer.step()
         t.scheduler.step()
         step += 1
@@ -158,20 +162,34 @@ def train_one_epoch(t: Trainer, train, epoch: int, step: int, *, start_batch: in
 
 # ---- the whole run -------------------------------------------------------------------------------------------
 def source_options(cfg: RunConfig) -> tuple[str, dict]:
-    """The data set name and loader options a config reads: a class-folder tree of large or mixed-size images
-    is streamed (decoded per batch, resized by the rule of `data/stream.py`) when `data.stream` says so, or,
-    left unset, when it would not fit comfortably in memory."""
+    """The data set name and loader options a config reads. A class-folder tree is read at the model's size (left
+    to the data: `size_from_folder`), every file brought to it by the resize rule of data/stream.py; it is
+    streamed (decoded per batch) when `data.stream` says so, or, left unset, when it would not fit comfortably
+    in memory."""
     name = cfg.data.name
     if name in ("folder", "folder-stream") and cfg.data.root is not None:
+        size_from_folder(cfg)
+        m = cfg.model
+        options = {"size": m.image_size, "width": m.image_width, "channels": m.in_channels}
         stream = cfg.data.stream
         if name == "folder" and stream is None:
             from ..data.stream import should_stream
 
-            stream = should_stream(cfg.data.root, cfg.model.image_size)
-        if name == "folder-stream" or stream:
-            return "folder-stream", {"size": cfg.model.image_size, "width": getattr(cfg.model, "image_width", None),
-                                     "channels": cfg.model.in_channels}
+            stream = should_stream(cfg.data.root, m.image_size, width=m.image_width)
+        return ("folder-stream" if name == "folder-stream" or stream else "folder"), options
     return name, {}
+
+
+def size_from_folder(cfg: RunConfig) -> None:
+    """model.image_size (and image_width) left unset: the median size of the folder's training photographs,
+    rounded to the nearest size the patch grid tiles (`config.tiled_size`)."""
+    m = cfg.model
+    if m.image_size is not None:
+        return
+    from ..data.stream import median_size
+
+    h, w = tiled_size(cfg, *median_size(cfg.data.root))
+    m.image_size, m.image_width = h, (w if w != h else None)
 
 
 def load_data(cfg: RunConfig, splits: tuple[str, ...] = ("train", "val")) -> tuple:
@@ -285,6 +303,13 @@ def _fit(cfg: RunConfig, out_dir: Path, train, val, resumed: dict | None, progre
         raw_model.generator = torch.Generator().manual_seed(cfg.train.seed)
     if cfg.train.init_from and resumed is None:
         init_weights(raw_model, cfg.train.init_from)
+    if rank == 0 and resumed is None and getattr(raw_model, "weights_sha256", None):  # local weights files
+        record = {"glance1_weights": cfg.model.glance1_weights, "glance2_weights": cfg.model.glance2_weights}
+        record = {k: {"file": Path(v).name, "sha256": raw_model.weights_sha256[k.split("_")[0]
+                                                                             if cfg.model.kind == "two" else "backbone"]}
+                  for k, v in record.items() if v}
+        text = json.dumps(record, indent=1) + "\n"
+        atomic_write(out_dir / "initial_weights.json", lambda f: f.write(text.encode()))
     optimizer = make_optimizer(raw_model, cfg)
     steps_per_epoch = len(train) // cfg.train.batch_size
     if steps_per_epoch == 0:

@@ -4,7 +4,9 @@
     reinforce          + REINFORCE on the sampled patch's log-weight, reward = -loss, baseline = batch mean
     oracle             glance 2 on every patch, glance 1 trained to name glance 2's best patch (`oracle_loss`)
     topk               cross-entropy of the k selected (+ explored) patches' answers combined with glance 1's
-                       weights renormalised over them, + `train.uniform_weight` x the same with equal weights
+                       weights renormalised over them, + `train.uniform_weight` x the same with equal weights,
+                       + `train.rank_weight` x `rank_loss` (glance 1 taught which chosen patch glance 2 reads best)
+    any (glance1_aux)  + `train.glance1_weight` x cross-entropy of glance 1's own attention-pooled answer
 """
 from __future__ import annotations
 
@@ -59,6 +61,15 @@ def uniform_loss(z: torch.Tensor, y: torch.Tensor, mode: str, label_smoothing: f
     return F.cross_entropy(combine(u, z, mode), y, label_smoothing=label_smoothing)
 
 
+def rank_loss(z: torch.Tensor, scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """choice="topk": glance 1's scores (B, n) of the patches glance 2 saw, trained as an n-way classification to
+    name the one whose answer z (B, n, K) has the lowest loss: `oracle_loss`'s teacher, over the chosen patches
+    only (memory stays k patches; the explored ones tell glance 1 what it missed)."""
+    b, n, k = z.shape
+    per_patch = F.cross_entropy(z.detach().reshape(b * n, k), y.repeat_interleave(n), reduction="none")  # (B*n,)
+    return F.cross_entropy(scores, per_patch.view(b, n).argmin(-1))
+
+
 def loss_fn(model: nn.Module, out: torch.Tensor, y: torch.Tensor, cfg: RunConfig) -> torch.Tensor:
     """The training loss of a forward `out` (B, K) of `model` (the raw module, not its DDP wrapper)."""
     if getattr(model, "last_patch_logits", None) is not None:
@@ -71,6 +82,12 @@ def loss_fn(model: nn.Module, out: torch.Tensor, y: torch.Tensor, cfg: RunConfig
         loss = loss + cfg.train.uniform_weight * uniform_loss(selected, y, model.combine, cfg.train.label_smoothing)
     if cfg.train.entropy_weight and getattr(model, "last_weights", None) is not None:
         loss = loss + cfg.train.entropy_weight * entropy(model.last_weights).mean()
+    glance1 = getattr(model, "last_glance1_logits", None)  # model.glance1_aux: glance 1's own answer (B, K)
+    if glance1 is not None and cfg.train.glance1_weight:
+        loss = loss + cfg.train.glance1_weight * F.cross_entropy(glance1, y, label_smoothing=cfg.train.label_smoothing)
+    chosen = getattr(model, "last_selected_scores", None)  # choice="topk": glance 1's scores of the chosen (B, n)
+    if chosen is not None and cfg.train.rank_weight:
+        loss = loss + cfg.train.rank_weight * rank_loss(selected, chosen, y)
     log_prob = getattr(model, "last_log_prob", None)  # choice="reinforce": the sampled patch's log w, (B,)
     if log_prob is not None:  # REINFORCE, reward = -(the image's loss), baseline = the batch mean reward
         reward = -F.cross_entropy(out.detach(), y, reduction="none")  # (B,)

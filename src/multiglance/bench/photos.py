@@ -1,0 +1,171 @@
+"""multiglance bench photos: real photographs, where a small object decides the class.
+
+    multiglance bench photos --gtsdb gtsdb-signs.zip --runs-dir runs/photos --docs docs       # one seed
+    multiglance bench photos --parts shapes --seeds 0 1 2                                     # the house CNN
+
+Parts (each run trained by `train.fit` on the training split less a held-out validation split, its numbers
+read from validation, then the test split read once, by the saved model's own inference path):
+    gtsdb   GTSDB street photographs (`gtsdb-signs.zip`, built by shared/data/build_gtsdb.py; which kind of
+            traffic sign a 1360x800 photograph shows, or none): photos-two, photos-one (the same backbone on the
+            photograph resized to about photos-two's test FLOPs), photos-full-one (the same backbone at full
+            resolution: the ceiling; `--full-epochs`, 3 by default, as it is 10x the cost), and large-two (the
+            house CNN from scratch, its size read from the data). For the two-glance models: where glance 1
+            looks, against the signs' boxes (`sign_hits`).
+    scenes  `scenes-cifar10-512` (a 64x64 CIFAR-10 object in a 512x512 scene of photographs): photos-two and
+            photos-one.
+    shapes  the house CNN's stability: large-two on 300 generated 1024x1024 JPEGs of one 40-pixel white square,
+            disc or cross and two grey discs (`data.synthetic_folders.make_clutter_folder`), 10 epochs; the
+            largest training loss after the first step, as a multiple of the first.
+Each run writes docs/results/photos-PART-PRESET-sSEED.json (from a clean commit unless --allow-dirty; `--quick`
+writes under the runs folder); `bench/photos_report.py` builds the RESULTS.md section and the README table.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from .. import results, runs
+from ..config import apply_overrides
+from ..errors import UserError
+
+PARTS = ("gtsdb", "scenes", "shapes")
+GTSDB_ROWS = {"photos-two": [], "photos-one": [], "photos-full-one": [],
+              "large-two": ["model.image_size=none", "data.stream=true"]}
+SCENES_ROWS = {"photos-two": ["data.name=scenes-cifar10-512"], "photos-one": ["data.name=scenes-cifar10-512"]}
+QUICK = ["data.train_limit=16", "data.val_limit=8", "data.test_limit=8", "train.epochs=1", "train.batch_size=4",
+         "train.eval_batch_size=4", "train.workers=0"]
+
+
+def sign_hits(model, split, boxes: dict[str, list], photo_size: tuple[int, int], seed: int = 0) -> dict:
+    """Where glance 1 looks on GTSDB: the share of test photographs with a sign whose top patch (and any of the
+    top k) contains a sign's centre, against a patch drawn at random. Boxes are in the photograph's pixels
+    (`photo_size` = (h0, w0)); the model reads it resized by data/stream.py's rule (scale to cover, centre crop)."""
+    from ..analysis.stats import collect
+
+    looks = collect(model, split, batch_size=8)
+    (h, w), (h0, w0) = model.image_shape, photo_size
+    s = max(h / h0, w / w0)
+    oy, ox = (h0 - h / s) / 2, (w0 - w / s) / 2  # the crop's corner in the photograph
+    patch = model.patch_boxes().float()  # (P, 4) x0, y0, x1, y1
+    top1 = anyk = chance = counted = 0
+    for row, i in enumerate(looks.index.tolist()):
+        signs = boxes.get(split.files[i].split("gtsdb-signs/", 1)[-1], [])
+        if not signs:
+            continue
+        centres = torch.tensor([[((x0 + x1) / 2 - ox) * s, ((y0 + y1) / 2 - oy) * s]
+                                for x0, y0, x1, y1, _ in signs])  # (S, 2) in the model's pixels
+        inside = ((centres[None, :, 0] >= patch[:, None, 0]) & (centres[None, :, 0] < patch[:, None, 2])
+                  & (centres[None, :, 1] >= patch[:, None, 1]) & (centres[None, :, 1] < patch[:, None, 3]))
+        holds = inside.any(1)  # (P,) patches that hold a sign's centre
+        top1 += bool(holds[looks.chosen[row, 0]])
+        anyk += bool(holds[looks.chosen[row]].any())
+        chance += holds.float().mean().item()
+        counted += 1
+    n = max(counted, 1)
+    return {"photos_with_signs": counted, "top1_holds_sign": top1 / n, "topk_holds_sign": anyk / n,
+            "random_patch_holds_sign": chance / n, "top_k": model.top_k}
+
+
+def _gtsdb_boxes(root: str) -> dict[str, list]:
+    from ..data.archive import open_tree
+
+    with open_tree(root) as tree:
+        name = next((n for n in tree.names() if n.endswith("boxes.json")), None)
+        if name is None:
+            raise UserError(f"{root} has no boxes.json; build it with shared/data/build_gtsdb.py")
+        return json.loads(tree.read(name))
+
+
+def run_row(part: str, preset: str, sets: list[str], seed: int, runs_dir: Path, *, quick: bool,
+            progress: bool) -> dict:
+    """Train (or resume) one row, then its validation and test numbers, as one JSON-ready record."""
+    from ..models import get_preset
+    from ..train import load_data
+    from .common import epoch_records, shown_config, train_or_resume, val_and_test
+
+    cfg = apply_overrides(get_preset(preset), [*sets, f"train.seed={seed}", *(QUICK if quick else [])])
+    run_dir = runs_dir / f"{part}-{preset}-s{seed}{'-quick' if quick else ''}"
+    start = time.perf_counter()
+    if not train_or_resume(cfg, run_dir, progress):
+        raise UserError(f"{run_dir.name} stopped before its {cfg.train.epochs} epochs; run the same command again "
+                        "to resume it")
+    model, cfg = runs.load_run(run_dir)
+    (train,) = load_data(cfg, ("train",))
+    done = epoch_records(run_dir)
+    losses = [r["loss"] for r in runs.read_metrics(run_dir) if r.get("kind") == "train"]
+    record = {"dataset": cfg.data.name, "part": part, "preset": preset, "seed": seed,
+              **val_and_test(run_dir, timing=not quick), "train_images": len(train), "epochs": len(done),
+              "train_seconds": round(sum(r["train_seconds"] for r in done), 1),
+              "max_loss_over_first": round(max(losses[1:], default=0) / losses[0], 3) if losses else None,
+              "wall_seconds": round(time.perf_counter() - start, 1), "config": shown_config(cfg)}
+    if quick:  # no timing on a quick run: the keys every result carries, empty
+        record |= {"latency_ms_batch1": None, "images_per_s_batch256": None}
+    if part == "gtsdb" and model.kind == "two":
+        (test,) = load_data(cfg, ("test",))
+        record["glance1"] = sign_hits(model, test, _gtsdb_boxes(cfg.data.root), (800, 1360), seed)
+    return record
+
+
+def bench_photos(args) -> None:
+    from .common import check_load
+
+    parts = args.parts or list(PARTS)
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown:
+        raise UserError(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
+    if "gtsdb" in parts and not args.gtsdb:
+        raise UserError("part gtsdb needs --gtsdb PATH/gtsdb-signs.zip (shared/data/build_gtsdb.py builds it)")
+    if not args.quick:
+        results.require_clean(args.allow_dirty)
+        check_load(args.max_load)
+    runs_dir, docs = Path(args.runs_dir), Path(args.docs)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for part in parts:
+        if part == "gtsdb":
+            rows = {p: [f"data.root={args.gtsdb}", *s, *([f"train.epochs={args.full_epochs}"]
+                                                        if p == "photos-full-one" else [])]
+                    for p, s in GTSDB_ROWS.items()}
+        elif part == "scenes":
+            rows = SCENES_ROWS
+        else:
+            from ..data.synthetic_folders import make_clutter_folder
+
+            folder = runs_dir / "shapes-1024"
+            if not (folder / "test").is_dir():
+                make_clutter_folder(folder, n_per_class=4 if args.quick else 100, size=256 if args.quick else 1024,
+                                    n_test_per_class=2 if args.quick else 50, seed=0)
+            rows = {"large-two": [f"data.root={folder}", "model.image_size=none"]}
+        for preset, sets in rows.items():
+            if args.only and preset not in args.only:
+                continue
+            for seed in args.seeds:
+                record = run_row(part, preset, sets, seed, runs_dir, quick=args.quick, progress=not args.quiet)
+                name = f"photos-{part}-{preset}-s{seed}"
+                path = results.write_result(runs_dir if args.quick else docs / "results", name, record)
+                print(f"{name}: val {record['val_accuracy_hard']:.4f} test {record['accuracy_hard']:.4f} "
+                      f"{record['test_flops_per_image'] / 1e9:.2f} GFLOPs -> {path}", flush=True)
+
+
+def register(subparsers) -> None:
+    from .common import bench_subparsers
+
+    p = bench_subparsers(subparsers).add_parser("photos", help="real photographs: GTSDB signs, photo scenes, and "
+                                                              "the house CNN's stability")
+    p.add_argument("--parts", nargs="+", metavar="PART", help=f"some of: {', '.join(PARTS)} (default all)")
+    p.add_argument("--only", nargs="+", metavar="PRESET", help="only these presets of each part")
+    p.add_argument("--gtsdb", help="gtsdb-signs.zip (shared/data/build_gtsdb.py)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds (default 0)")
+    p.add_argument("--full-epochs", type=int, default=3, help="epochs of photos-full-one (default 3)")
+    p.add_argument("--quick", action="store_true", help="tiny budgets (CI): proves the pipeline, publishes nothing")
+    p.add_argument("--runs-dir", default="runs/photos", help="run folders and generated data")
+    p.add_argument("--docs", default="docs", help="docs folder (results/ inside)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--max-load", type=float, default=2.5, help="refuse to start above this load average")
+    p.add_argument("--allow-dirty", action="store_true", help="publish from a tree with uncommitted changes")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=bench_photos)
