@@ -11,7 +11,7 @@ from multiglance import runs
 from multiglance.cli import main
 from multiglance.compare import compare_row, compare_table, input_shape
 from multiglance.config import apply_overrides
-from multiglance.evaluate import flops_per_image
+from multiglance.flops import flop_counts_per_image, flops_per_image
 from multiglance.models import build_model, get_preset
 
 
@@ -31,17 +31,18 @@ def untrained_run(folder: Path, overrides: list[str], val_acc: list[float]) -> P
 def test_flops_are_counted_on_the_non_square_input(tmp_path: Path, monkeypatch) -> None:
     """The counter is given a 48x96 image, not 48x48 (the model resizes any input to its own grid, so the counts
     can agree; the shape handed to the counter is what is checked)."""
-    import multiglance.evaluate
+    import multiglance.flops
 
     run = untrained_run(tmp_path / "wide", ["model.image_width=96"], [0.5])
     model, cfg = runs.load_run(run)
     assert input_shape(cfg) == (1, 48, 96)
     shapes = []
-    monkeypatch.setattr(multiglance.evaluate, "flops_per_image",
-                        lambda m, shape, **kw: shapes.append(tuple(shape)) or flops_per_image(m, shape, **kw))
+    monkeypatch.setattr(multiglance.flops, "flop_counts_per_image",
+                        lambda m, shape, **kw: shapes.append(tuple(shape)) or flop_counts_per_image(m, shape, **kw))
     row = compare_row(run)
     assert shapes == [(1, 48, 96)]
     assert row["flops_per_image"] == flops_per_image(model, (1, 48, 96)) > 0
+    assert row["other_flops_per_image"] == flop_counts_per_image(model, (1, 48, 96)).other > 0
     assert row["params"] == sum(p.numel() for p in model.parameters())
 
 
@@ -60,6 +61,7 @@ def test_the_table_says_validation_of_the_last_epoch(tmp_path: Path, capsys) -> 
     columns = [c.strip() for c in rows.splitlines()[0].strip("|").split("|")]
     assert columns[4:6] == ["val acc (hard, last epoch)", "val acc (soft, last epoch)"]
     assert not any(c.startswith("test") or c.startswith("acc") for c in columns)
+    assert columns[6:8] == ["MFLOPs/img (conv+matmul)", "other MFLOPs/img"]  # both FLOP counts, said which
     cells = [c.strip() for c in rows.splitlines()[2].strip("|").split("|")]
     assert cells[3:6] == ["2", "0.7500", "0.8000"]  # the last epoch's, not the best or the first
     assert cells[-1] == "20"  # training seconds summed over the epochs

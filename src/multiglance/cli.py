@@ -50,7 +50,8 @@ def cmd_eval(args) -> None:
         print(json.dumps(result))
         return
     row = dict(result, acc_hard=result["accuracy_hard"], acc_soft=result["accuracy_soft"],
-               test_flops_per_image=f"{result['test_flops_per_image'] / 1e6:.2f}")
+               test_flops_per_image=f"{result['test_flops_per_image'] / 1e6:.2f}",
+               test_other_flops_per_image=f"{result['test_other_flops_per_image'] / 1e6:.2f}")
     print(table([row], [c for c in COLUMNS if c[0] not in ("epochs", "train_seconds")]))
     print("per-class accuracy (hard): " + ", ".join(f"{k} {v}" for k, v in result["per_class_accuracy"].items()))
     if (pub := result.get("published")) and args.split == pub["split"] and not args.set:

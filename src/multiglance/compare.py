@@ -26,11 +26,13 @@ def input_shape(cfg) -> tuple[int, int, int]:
 
 
 def compare_row(run_dir: Path) -> dict:
-    """One row of `multiglance compare`: `summary`, with the saved model's FLOPs per image and parameters."""
-    from .evaluate import flops_per_image
+    """One row of `multiglance compare`: `summary`, with the saved model's FLOPs per image (convolutions and matrix
+    products, and apart every other op: `flops.flop_counts`) and parameters."""
+    from .flops import flop_counts_per_image
 
     model, cfg = runs.load_run(run_dir)
-    return summary(Path(run_dir)) | {"flops_per_image": flops_per_image(model, input_shape(cfg)),
+    flops = flop_counts_per_image(model, input_shape(cfg))
+    return summary(Path(run_dir)) | {"flops_per_image": flops.conv_matmul, "other_flops_per_image": flops.other,
                                      "params": sum(p.numel() for p in model.parameters())}
 
 
@@ -45,22 +47,26 @@ def table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
 
 COLUMNS = [("run", "run", ""), ("preset", "preset", ""), ("model", "model", ""), ("epochs", "epochs", "d"),
            ("acc_hard", "acc (hard)", ".4f"), ("acc_soft", "acc (soft)", ".4f"),
-           ("test_flops_per_image", "MFLOPs/img", ""), ("params", "params", ","),
+           ("test_flops_per_image", "MFLOPs/img (conv+matmul)", ""),
+           ("test_other_flops_per_image", "other MFLOPs/img", ""), ("params", "params", ","),
            ("latency_ms_batch1", "ms/img (b=1)", ".3f"), ("images_per_s_batch256", "img/s (b=256)", ".0f"),
            ("train_seconds", "train s", ".0f")]  # `multiglance eval`'s table (test or val, as --split says)
 
 COMPARE_HEADER = ("validation accuracy of each run's last epoch (its metrics.jsonl); the test split is read only "
-                  "by `multiglance eval RUN`")
+                  "by `multiglance eval RUN`. MFLOPs: convolutions and matrix products (PyTorch's counter); other: "
+                  "resize, pooling, ReLU, normalisation, grid_sample, ... at the per-element costs of flops.py")
 COMPARE_COLUMNS = [("run", "run", ""), ("preset", "preset", ""), ("model", "model", ""), ("epochs", "epochs", "d"),
                    ("val_acc_hard", "val acc (hard, last epoch)", ".4f"),
                    ("val_acc_soft", "val acc (soft, last epoch)", ".4f"),
-                   ("mflops_per_image", "MFLOPs/img", ".2f"), ("params", "params", ","),
+                   ("mflops_per_image", "MFLOPs/img (conv+matmul)", ".2f"),
+                   ("other_mflops_per_image", "other MFLOPs/img", ".2f"), ("params", "params", ","),
                    ("train_seconds", "train s", ".0f")]
 
 
 def compare_table(run_dirs: list[Path]) -> str:
     """`multiglance compare`'s output: the header line, then one row per run."""
-    rows = [r | {"mflops_per_image": r["flops_per_image"] / 1e6} for r in map(compare_row, run_dirs)]
+    rows = [r | {"mflops_per_image": r["flops_per_image"] / 1e6, "other_mflops_per_image": r["other_flops_per_image"]
+                 / 1e6} for r in map(compare_row, run_dirs)]
     return COMPARE_HEADER + "\n\n" + table(rows, COMPARE_COLUMNS)
 
 

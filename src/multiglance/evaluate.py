@@ -1,5 +1,5 @@
 """Evaluation of a trained run by its own inference path: accuracy (hard top-k, and soft for small grids),
-per-class accuracy, parameters, test-time FLOPs per image (PyTorch's counter), CPU latency at batch 1,
+per-class accuracy, parameters, test-time FLOPs per image (two counts: flops.py), CPU latency at batch 1,
 throughput, and, on request, the peak memory of one forward.
 
     multiglance eval runs/digits-two --json
@@ -26,25 +26,13 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from .config import RunConfig, apply_inference_overrides, to_dict
 from .errors import UserError
+from .flops import count_flops, flop_counts_per_image, flop_keys, flops_per_image  # noqa: F401  (count_flops,
+# flops_per_image: re-exported, the bench drivers count through evaluate)
 from .runs import load_run
 from .train import SOFT_MAX_PATCHES, check_fit, evaluate, load_data
-
-
-def count_flops(model: nn.Module, x: torch.Tensor, **kwargs) -> int:
-    """FLOPs (multiply and add counted separately, as PyTorch's counter does) of one eval forward of x."""
-    model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(x, **kwargs)
-    return counter.get_total_flops()
-
-
-def flops_per_image(model: nn.Module, image_shape: tuple[int, ...], **kwargs) -> int:
-    return count_flops(model, torch.rand(1, *image_shape), **kwargs)
-
 
 @torch.no_grad()
 def time_forward(model: nn.Module, x: torch.Tensor, *, repeats: int = 20, warmup: int = 3, **kwargs) -> float:
@@ -150,12 +138,12 @@ def evaluate_model(model: nn.Module, cfg: RunConfig, test, *, timing: bool = Tru
         "per_class_accuracy": dict(zip(test.classes, per_class_accuracy(hard["predictions"], hard["labels"],
                                                                          len(test.classes)))),
         "params": sum(p.numel() for p in model.parameters()),
-        "test_flops_per_image": flops_per_image(model, shape),
+        **flop_keys("test", flop_counts_per_image(model, shape)),
         "top_k": getattr(model, "top_k", None),
         "topk_combine": getattr(model, "topk_combine", None),
     }
     if small_grid:
-        result["soft_flops_per_image"] = flops_per_image(model, shape, mode="soft")
+        result |= flop_keys("soft", flop_counts_per_image(model, shape, mode="soft"))
     if timing:
         result |= speed(model, shape, repeats=repeats)
     if memory:

@@ -65,7 +65,8 @@ def dataset_section(dataset: str, records: list[dict], docs: Path) -> str:
     lines.append("Budget (train, validation, test images, epochs): " + "; ".join(
         f"{a}, {v}, {b}, {c}" for a, v, b, c in budgets) + ". Every choice (the fronts, the best k, the targets) "
         "is made on validation accuracy; the test split is read once per run, after training, and shown beside "
-        "it. FLOPs per test image, PyTorch's counter.")
+        "it. FLOPs per test image: convolutions and matrix products (PyTorch's counter); the other ops' share is in "
+        "docs/PERFORMANCE.md.")
     lines += ["", f"![validation accuracy against FLOPs](front_{dataset}.png)", "",
               "| run | preset | model | train imgs x epochs | val acc hard | test acc hard | test acc soft | MFLOPs "
               "| top-k (k: val / test acc @ MFLOPs) | glance-1 entropy (frac of log P) | w std across images "

@@ -67,7 +67,8 @@ def speed_lines(s: dict) -> list[str]:
     detail = (f"{total - len(misses)} of {total} rows; below 0.5: {', '.join(misses)}" if misses
               else f"all {total} rows")
     lines += ["", f"- Two-glance inference at least 0.5 x the FLOP ratio faster: {_verdict(not misses, detail)}. "
-              "The JPEG decode (one image of that size, Pillow) is included in the end-to-end times."]
+              "The JPEG decode (one image of that size, Pillow) is included in the end-to-end times. FLOPs and their "
+              "ratio: convolutions and matrix products (PyTorch's counter)."]
     return lines
 
 
@@ -112,7 +113,7 @@ def scenes_lines(c: dict) -> list[str]:
                   f"{'; '.join(two['curriculum'])}), as megapixel MNIST needed; without it, it stayed at chance (10% "
                   "validation, loss 2 ln 10) for the 2 epochs it was given."]
     gap = c["gap_points"]
-    detail = f"{gap:+.1f} points; FLOPs one / two = {c['flop_ratio_one_over_two']:.2f}"
+    detail = f"{gap:+.1f} points; convolution and matrix-product FLOPs one / two = {c['flop_ratio_one_over_two']:.2f}"
     if max(two["accuracy_hard"], one["accuracy_hard"]) < USEFUL:
         lines += ["", below_useful_text(two, one)]
     lines += ["", "- `large-two` beats `large-one` of equal test-time FLOPs by at least 5 points: "

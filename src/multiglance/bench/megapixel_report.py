@@ -155,8 +155,9 @@ INTRO = ("Two glances on 1500x1500 (and 500x500, no noise) canvases of 5 MNIST d
          "after training and that choice, by the saved model's own inference: the `multiglance eval` command "
          "under the table re-derives each test number. Costs are per test image on the CPU, both models in the "
          "same process (CPU time with the threads of the JSON's `threads`); memory is the peak resident memory a "
-         "call adds, in a fresh single-thread process, input canvas included. FLOPs: PyTorch's counter (convs "
-         "and matmuls; the resize is not counted).")
+         "call adds, in a fresh single-thread process, input canvas included. FLOPs and their ratio: convolution "
+         "and matrix-product FLOPs (PyTorch's counter); the resize, pooling, ReLU and normalisation are counted "
+         "apart in docs/PERFORMANCE.md.")
 
 
 def build_section(docs: Path) -> str:

@@ -222,7 +222,8 @@ def build_report(docs: Path, datasets: list[str], quick: bool, runs_dir: Path = 
              "validation split (held out from the training images) and its test split is read once, after "
              "training, by the saved model's own inference path (`eval_command` in the JSON). Accuracy is top-1; "
              "'hard' is the two-glance model's real test-time path (glance 2 on the top patch only), 'soft' "
-             "weights all patches as in training. FLOPs are PyTorch's counter (multiply and add counted apart) "
+             "weights all patches as in training. FLOPs, and 'FLOPs vs one', are convolution and matrix-product FLOPs "
+             "(PyTorch's counter, multiply and add counted apart; the other ops' share is in docs/PERFORMANCE.md) "
              "for one image on the hard path; latency and throughput are medians on this 2-core CPU with "
              "the number of threads in each JSON's `timing_threads`, so compare them within a table, not across "
              "machines. 'train min/run' is the sum of the epochs' training time (no evaluation)."]
