@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from multiglance import config
 from multiglance.config import ENUMS, RunConfig, all_keys, apply_overrides, apply_yaml, from_dict, to_dict, validate
 from multiglance.errors import ConfigError
-from multiglance.models import build_model, get_preset
+from multiglance.models import as_output, build_model, get_preset
 
 from conftest import examples
 
@@ -173,7 +173,7 @@ def model_outcome(cfg: RunConfig) -> str:
     torch.manual_seed(0)
     model = build_model(m)
     x, y = torch.rand(2, m.in_channels, h, w), torch.tensor([0, m.num_classes - 1])  # (B, C, H, W)
-    out = model.train()(x)  # (B, K)
+    out = as_output(model.train()(x)).answer  # (B, K)
     assert out.shape == (2, m.num_classes)
     torch.nn.functional.cross_entropy(out, y).backward()
     with torch.no_grad():

@@ -69,7 +69,7 @@ def test_combine_modes_match_their_formulas():
 def test_gradients_reach_glance1(mode, choice):
     model = small_two(combine=mode, choice=choice).train()
     x, y = torch.rand(8, 3, 24, 24), torch.randint(0, 5, (8,))
-    F.cross_entropy(model(x), y).backward()
+    F.cross_entropy(model(x).answer, y).backward()
     for name, p in model.named_parameters():
         if name.startswith(("glance1", "where")):
             assert p.grad is not None and p.grad.abs().sum() > 0, name
@@ -183,6 +183,7 @@ def test_stage_shapes_are_those_of_the_module_docstring():
            "patches": lambda: m.patches(x), "select_patches": lambda: ps,
            "normalize_patches": lambda: m.normalize_patches(ps),
            "classify_patches": lambda: m.classify_patches(m.normalize_patches(ps), m.glance1_features(x)),
+           "output": lambda: (m.output(x, "hard", k).answer, m.output(x, "hard", k).selected_index),
            "infer": lambda: m.infer(x, "hard", k), "classify": lambda: m.classify(x, k),
            "patch_boxes": lambda: m.patch_boxes()}
     sym = dict(B=b, C=3, H=20, W=36, th=10, tw=18, gh=4, gw=8, P=32, p=8, k=k, n=k, K=5,
@@ -220,7 +221,8 @@ def test_uint8_input_agrees_with_float_input(scorer, selection, topk_combine):
     outs = []
     for x in (x8, x8.clone()):
         m.generator = torch.Generator().manual_seed(1)
-        outs.append((m(x), m.last_selected_index))
+        out = m(x)
+        outs.append((out.answer, out.selected_index))
     assert torch.equal(outs[0][1], outs[1][1]) and torch.equal(outs[0][0], outs[1][0])  # seeded: reproducible
 
 
@@ -260,8 +262,8 @@ def test_option_matrix_trains_and_infers(scorer, selection, topk_combine, choice
              combine="mixture").train()
     x8, y = torch.randint(0, 256, (4, 3, 20, 36), dtype=torch.uint8), torch.randint(0, 5, (4,))
     out = m(x8)
-    assert out.shape == (4, 5) and torch.isfinite(out).all()
-    loss = F.cross_entropy(out, y) + (-m.last_log_prob.mean() if choice == "reinforce" else 0)
+    assert out.answer.shape == (4, 5) and torch.isfinite(out.answer).all()
+    loss = F.cross_entropy(out.answer, y) + (-out.log_prob.mean() if choice == "reinforce" else 0)
     loss.backward()
     for part in ("glance1", "where", "glance2", "what"):
         grads = [p.grad for p in getattr(m, part).parameters()]

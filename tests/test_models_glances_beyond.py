@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from multiglance.config import RunConfig
+from multiglance.config import ModelConfig, RunConfig
 from multiglance.models import TwoGlance, combine, create_model, get_preset, list_models
 from multiglance.train import loss_fn
 
@@ -40,6 +40,11 @@ def test_select_patches_matches_the_grid():
     torch.testing.assert_close(m.select_patches(x, index), m.patches(x)[torch.arange(2)[:, None], index])
 
 
+def config(m: TwoGlance) -> RunConfig:
+    """A run config whose model options are `m`'s (the objective follows `model.choice`)."""
+    return RunConfig(model=ModelConfig(combine=m.combine, choice=m.choice))
+
+
 def grads_of_glance1(m: TwoGlance, cfg: RunConfig) -> tuple[torch.Tensor, torch.Tensor]:
     m.train()
     x, y = torch.rand(16, 1, 24, 24), torch.randint(0, 5, (16,))
@@ -51,7 +56,7 @@ def grads_of_glance1(m: TwoGlance, cfg: RunConfig) -> tuple[torch.Tensor, torch.
 @pytest.mark.parametrize("combine", ["logits", "probs", "mixture"])
 def test_gumbel_gradient_reaches_glance1_for_every_patch(combine):
     m = tiny(combine=combine, choice="gumbel", tau=1.0)
-    where, conv = grads_of_glance1(m, RunConfig())
+    where, conv = grads_of_glance1(m, config(m))
     assert conv is not None and conv.abs().sum() > 0
     # the straight-through gradient reaches the scores of unchosen patches too (not only the one-hot winner)
     assert (where.abs().sum(1) > 0).sum() == m.num_patches
@@ -62,21 +67,23 @@ def test_gumbel_mixture_forward_is_the_chosen_patch():
     torch.manual_seed(1)
     x = torch.rand(4, 1, 24, 24)
     out = m(x)
-    probs = out.exp().sum(-1)
+    assert out.kind == "log_probs"
+    probs = out.answer.exp().sum(-1)
     torch.testing.assert_close(probs, torch.ones(4), rtol=1e-5, atol=1e-5)  # log-probabilities of one patch
 
 
 def test_reinforce_gradient_reaches_glance1_and_classifies_one_patch():
     m = tiny(choice="reinforce", fuse=True)
-    where, conv = grads_of_glance1(m, RunConfig())
+    where, conv = grads_of_glance1(m, config(m))
     assert where.abs().sum() > 0 and conv.abs().sum() > 0
-    assert m.last_log_prob.shape == (16,) and (m.last_log_prob <= 0).all()
+    out = m(torch.rand(16, 1, 24, 24))
+    assert out.log_prob.shape == (16,) and (out.log_prob <= 0).all() and out.selected_index.shape == (16, 1)
     # without the REINFORCE term (the plain CE), only the fused features carry gradient to glance 1's conv,
     # and the scores get none: the term is what trains "where"
     m2 = tiny(choice="reinforce", fuse=False)
     m2.train()
     x, y = torch.rand(16, 1, 24, 24), torch.randint(0, 5, (16,))
-    F.cross_entropy(m2(x), y).backward()
+    F.cross_entropy(m2(x).answer, y).backward()
     assert m2.where.weight.grad is None or m2.where.weight.grad.abs().sum() == 0
 
 
@@ -94,7 +101,7 @@ def test_reinforce_moves_weight_to_the_rewarded_patch():
     before = m.eval().patch_weights(x[:1])[0, 0].item()
     for _ in range(40):
         m.train()
-        loss = loss_fn(m, m(x), y, RunConfig())
+        loss = loss_fn(m, m(x), y, config(m))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -132,7 +139,7 @@ def test_gumbel_mixture_gradient_favours_an_unchosen_good_patch():
 
     m.classify_patches = fake_classify
     x, y = torch.rand(8, 1, 24, 24), torch.zeros(8, dtype=torch.long)
-    F.cross_entropy(m(x), y).backward()
+    F.cross_entropy(m(x).answer, y).backward()
     assert m.where.bias.grad[3] < 0  # gradient descent raises patch 3's score
     assert m.where.bias.grad[3] == m.where.bias.grad.min()
 
@@ -148,8 +155,8 @@ def test_oracle_choice_trains_glance1_towards_glance2s_best_patch():
     model = TwoGlance(in_channels=1, num_classes=3, image_size=16, channels=(4,), pool_stride=2, patch_size=8,
                       patch_stride=8, thumb_size=8, choice="oracle").train()
     x, y = torch.rand(6, 1, 16, 16), torch.randint(0, 3, (6,))
-    model(x)
-    z, scores = model.last_patch_logits, model.last_scores
+    out = model(x)
+    z, scores = out.patch_logits, out.scores
     assert z.shape == (6, 4, 3) and scores.shape == (6, 4)
     loss = oracle_loss(z, scores, y)
     per_patch = torch.stack([F.cross_entropy(z[:, i], y, reduction="none") for i in range(4)], 1)
@@ -195,18 +202,18 @@ def test_topk_training_runs_glance2_on_b_times_n_patches_only(explore_by, scorer
     m.generator = torch.Generator().manual_seed(0)
     out = m(x)
     assert seen == [4 * 5] and m.num_patches == 25  # B * (k + explore), not B * P
-    z, index = m.last_selected_logits, m.last_selected_index
+    z, index = out.selected_logits, out.selected_index
     assert z.shape == (4, 5, 5) and index.shape == (4, 5)
     assert all(len(set(r)) == 5 for r in index.tolist())  # explored patches are never the chosen ones
     scores = m.patch_scores(x)
     assert torch.equal(index[:, :3], m.top_patches(scores, 3))  # the top k by glance 1, NMS applied
-    torch.testing.assert_close(out, combine(scores.gather(1, index).softmax(-1), z, "mixture"))
-    F.cross_entropy(out, y).backward()
+    torch.testing.assert_close(out.answer, combine(scores.gather(1, index).softmax(-1), z, "mixture"))
+    assert out.kind == "log_probs" and torch.equal(out.selected_scores, scores.gather(1, index))
+    F.cross_entropy(out.answer, y).backward()
     for part in ("glance1", "where", "glance2"):  # the renormalised weights carry the gradient to glance 1
         assert next(getattr(m, part).parameters()).grad.abs().sum() > 0, part
     m.generator = torch.Generator().manual_seed(0)
-    m(x)
-    assert torch.equal(m.last_selected_index, index)  # the caller's generator makes exploration reproducible
+    assert torch.equal(m(x).selected_index, index)  # the caller's generator makes exploration reproducible
 
 
 def test_topk_ink_exploration_finds_the_inked_patches():
@@ -217,14 +224,13 @@ def test_topk_ink_exploration_finds_the_inked_patches():
     x[:, :, 16:24, 0:8] = 90  # patch 6
     torch.testing.assert_close(m.ink_scores(x)[0, [2, 6, 0]], torch.tensor([200 / 255, 90 / 255, 0.0]))
     m.generator = torch.Generator().manual_seed(0)
-    m(x)
-    assert all({2, 6} <= set(row) for row in m.last_selected_index.tolist())  # glance 1's pick + both inked
+    assert all({2, 6} <= set(row) for row in m(x).selected_index.tolist())  # glance 1's pick + both inked
 
 
 def test_topk_choice_leaves_the_soft_choices_as_they_were():
     m = tiny(combine="logits").train()
     x = torch.rand(3, 1, 24, 24)
     out = m(x)
-    assert m.last_selected_logits is None
+    assert out.selected_logits is None and out.kind == "logits"
     z = m.classify_patches(m.normalize_patches(m.patches(x)))  # (B, P, K)
-    torch.testing.assert_close(out, combine(m.patch_weights(x), z, "logits"))
+    torch.testing.assert_close(out.answer, combine(m.patch_weights(x), z, "logits"))

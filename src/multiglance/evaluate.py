@@ -76,7 +76,7 @@ _CHILD = r"""
 import json, sys, torch
 torch.set_num_threads(1)
 from multiglance.config import from_dict
-from multiglance.models import build_model
+from multiglance.models import as_output, build_model
 def status(key):
     return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(key)) / 1024
 spec = json.loads(sys.argv[1])
@@ -89,7 +89,7 @@ if spec["train"]:
     y = torch.zeros(spec["batch"], dtype=torch.long)
     def call():
         out = model(x if getattr(model, "accepts_uint8", False) else x.float().div(255))
-        torch.nn.functional.cross_entropy(out, y).backward()
+        torch.nn.functional.cross_entropy(as_output(out).answer, y).backward()
 else:
     model.eval()
     def call():

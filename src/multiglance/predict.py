@@ -36,7 +36,6 @@ from torch import nn
 from .data.images import MAX_FILE_BYTES, decode_image
 from .data.stream import decode_fitted, fit
 from .errors import DataError, UserError
-from .train.evaluation import answer_kind
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 TOP_COLOUR, OTHER_COLOUR = (255, 40, 40), (255, 210, 0)  # overlay outlines: the top patch, the other k - 1
@@ -136,12 +135,9 @@ def predict_batch(model: nn.Module, x: torch.Tensor, sizes: list[tuple[int, int]
     """Prepared uint8 images x (B, C, H, W) and their original (width, height) -> one row per image:
     {label, probability, top_k, patch, patch_box, patches, patch_boxes}."""
     x = _model_input(model, x)
-    if model.kind == "two":
-        out, index = model.infer(x, "hard", patches)  # (B, K), (B, k)
-        probs = out if answer_kind(model, "hard", patches) == "probs" else out.softmax(-1)  # (B, K)
-        boxes = model.patch_boxes()  # (P, 4)
-    else:
-        probs, index = model.classify(x)[0], None
+    answer = model.output(x, "hard", patches) if model.kind == "two" else model.output(x)
+    probs, index = answer.probs(), answer.selected_index  # (B, K); (B, k) or None (one glance)
+    boxes = None if index is None else model.patch_boxes()  # (P, 4)
     best = probs.topk(min(top_k, probs.shape[1]), dim=-1)  # (B, k')
     _, h_in, w_in = input_shape(model)
     out = []

@@ -12,7 +12,8 @@ F1, F2 the flat feature sizes of glance 1 on the thumbnail and glance 2 on a pat
     select_patches(x, i)     (B, C, H, W), (B, k) -> (B, k, C, p, p)  only the chosen patches are copied
     normalize_patches(ps)    (B, n, C, p, p) -> (B, n, C, p, p)     floats, normalised as glance 2 expects
     classify_patches(ps)     (B, n, C, p, p) -> (B, n, K)           glance 2: "what it is", shared weights, logits z
-    infer(x, mode, k)        (B, C, H, W) -> (B, K), (B, k)         test-time answer, the patches looked at
+    output(x, mode, k)       (B, C, H, W) -> (B, K), (B, k)         test-time GlanceOutput: answer, patches looked at
+    infer(x, mode, k)        (B, C, H, W) -> (B, K), (B, k)         the same two tensors, as a tuple
     classify(x, k)           (B, C, H, W) -> (B, K), (B,)           probabilities, the top patch
     patch_boxes()            () -> (P, 4)                           (x0, y0, x1, y1) in input pixels
 Only what is used is normalised: the thumbnail, and the patches cut from the raw input, so a uint8 megapixel
@@ -25,6 +26,9 @@ steps); `topk_combine` "weights" (glance 1's scores softmaxed over the k chosen,
 mean of the k patches' probabilities, as its log); `choice` how training chooses (see `forward`).
 Training combines patches ("logits", "probs" or "mixture", see `combine`); inference is "hard" (glance 2 on the
 top-k patches, the default k = 1) or "soft" (all patches, as in soft training).
+A training forward returns a `GlanceOutput` (models/output.py): the answer, its kind (logits, probabilities or
+log-probabilities) and what the objective of `choice` needs (train/objectives.py); an eval forward returns the
+answer tensor of `output`, whose `kind` says what it is.
 """
 from __future__ import annotations
 
@@ -37,6 +41,8 @@ from torch import nn
 from ..errors import ConfigError
 from .backbones import create_backbone, load_weights
 from .blocks import Normalize, head
+from .output import COMBINE_KINDS, GlanceOutput
+from .scoremap import ScoreMap
 from .select import gumbel_perturb, select_topk
 
 COMBINE_MODES = ("logits", "probs", "mixture")
@@ -129,45 +135,13 @@ class OneGlance(nn.Module):
         x = resize(self.normalize(to_unit(x)), self.input_shape)  # (B, C, s, s')
         return self.classifier(read_features(self.features(x), self.head_type))  # (B, K)
 
+    def output(self, x: torch.Tensor) -> GlanceOutput:
+        """The answer as a GlanceOutput: (B, K) logits."""
+        return GlanceOutput(self(x), "logits")
+
     @torch.no_grad()
     def classify(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return self(x).softmax(-1), None
-
-
-class ScoreMap(nn.Module):
-    """scorer="conv": (B, C*f*g) flat glance-1 features -> (B, P) patch scores. Conv 3x3 + ReLU + conv 1x1 on the
-    (C, f, g) feature map, sampled bilinearly at the P patch centres (normalised (x, y), a fixed buffer): the
-    same small detector everywhere, ~9 * C * width weights whatever the number of patches.
-    `classes` K > 0 adds glance 1's own answer (`attend`): a 1x1 class map, averaged over positions with the
-    softmax of the score map as weights (attention pooling, as in attention-based multiple-instance learning),
-    so glance 1 learns where the class evidence is from the image label alone, before glance 2 knows anything."""
-
-    def __init__(self, *, channels: int, fmap: tuple[int, int], centres: torch.Tensor, width: int = 32,
-                 classes: int = 0):
-        super().__init__()
-        self.channels, self.fmap = channels, fmap
-        self.body = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=True),
-                                  nn.Conv2d(width, 1, 1))
-        self.classes = nn.Conv2d(channels, classes, 1) if classes else None
-        self.register_buffer("centres", centres[None, None], persistent=False)  # (1, 1, P, 2) as (x, y)
-
-    def score_map(self, features: torch.Tensor) -> torch.Tensor:
-        f = features.view(-1, self.channels, *self.fmap)  # (B, C, f, g)
-        return self.body(f)  # (B, 1, f, g)
-
-    def sample(self, m: torch.Tensor) -> torch.Tensor:
-        grid = self.centres.expand(m.shape[0], -1, -1, -1)  # (B, 1, P, 2)
-        return F.grid_sample(m, grid, mode="bilinear", align_corners=False)[:, 0, 0]  # (B, P)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.sample(self.score_map(features))  # (B, P)
-
-    def attend(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, C*f*g) -> (B, P) patch scores and (B, K) glance 1's logits by attention pooling of its class map."""
-        m = self.score_map(features)  # (B, 1, f, g)
-        a = m.flatten(1).softmax(-1)  # (B, f*g)
-        z = self.classes(features.view(-1, self.channels, *self.fmap)).flatten(2)  # (B, K, f*g)
-        return self.sample(m), torch.einsum("bn,bkn->bk", a, z)  # (B, P), (B, K)
+        return self.output(x).probs(), None
 
 
 class TwoGlance(nn.Module):
@@ -247,14 +221,6 @@ class TwoGlance(nn.Module):
         f2 = self.glance2.out_channels * (gh * gw if self.head2 == "flat" else 1)
         self.feature_sizes = (f1, f2)  # (F1, F2)
         self.what = head(f2 + (f1 if fuse else 0), num_classes, hidden)
-        self.last_glance1_logits: torch.Tensor | None = None  # (B, K) glance 1's own answer (glance1_aux)
-        self.last_selected_scores: torch.Tensor | None = None  # (B, n) glance 1's scores of the chosen (topk)
-        self.last_weights: torch.Tensor | None = None  # (B, P) of the last training forward, for loss terms
-        self.last_log_prob: torch.Tensor | None = None  # (B,) log w of the sampled patch (choice="reinforce")
-        self.last_patch_logits: torch.Tensor | None = None  # (B, P, K) every patch's z (choice="oracle")
-        self.last_scores: torch.Tensor | None = None  # (B, P) glance 1's scores (choice="oracle")
-        self.last_selected_logits: torch.Tensor | None = None  # (B, n, K) the chosen patches' z (choice="topk")
-        self.last_selected_index: torch.Tensor | None = None  # (B, n) their indices (choice="topk")
 
     @property
     def radius(self) -> int:
@@ -348,69 +314,83 @@ class TwoGlance(nn.Module):
         return index
 
     def combine_topk(self, scores: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Hard inference on k > 1 patches: their (B, k) scores and (B, k, K) logits -> (B, K), by `topk_combine`."""
+        """Hard inference on k > 1 patches: their (B, k) scores and (B, k, K) logits -> (B, K), by `topk_combine`,
+        of kind `topk_kind`."""
         if self.topk_combine == "equal":  # log of the mean of the k probabilities
             return torch.logsumexp(z.log_softmax(-1), dim=1) - math.log(z.shape[1])  # (B, K)
         return combine(scores.softmax(-1), z, self.combine)  # (B, K): weights renormalised over the k
 
+    @property
+    def topk_kind(self) -> str:
+        """What `combine_topk` returns: log-probabilities ("equal"), else what `combine` does."""
+        return "log_probs" if self.topk_combine == "equal" else COMBINE_KINDS[self.combine]
+
     # ---- whole model --------------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, mode: str | None = None, k: int | None = None) -> torch.Tensor:
-        """Training: the combination `choice` says (soft: all patches; topk: glance 2 on top_k + explore patches
-        only). Eval: `infer` with `mode` ("hard"/"soft", default self.inference). (B, K)."""
+    def forward(self, x: torch.Tensor, mode: str | None = None, k: int | None = None) -> GlanceOutput | torch.Tensor:
+        """Training: a GlanceOutput of the combination `choice` says (soft: all patches; topk: glance 2 on top_k +
+        explore patches only), with what its objective needs. Eval: the (B, K) answer of `output(x, mode, k)`."""
         if not self.training:
-            return self.infer(x, mode, k)[0]
+            return self.output(x, mode, k).answer
         g = self.glance1_features(x)  # (B, F1)
-        self.last_glance1_logits = None
+        glance1 = None
         if self.glance1_aux:
-            scores, self.last_glance1_logits = self.where.attend(g)  # (B, P), (B, K)
+            scores, glance1 = self.where.attend(g)  # (B, P), (B, K) glance 1's own answer
         else:
             scores = self.where(g)  # (B, P)
         context = g if self.fuse else None
-        self.last_weights = w = scores.softmax(-1)  # (B, P)
-        self.last_log_prob = self.last_patch_logits = self.last_scores = None
-        self.last_selected_logits = self.last_selected_index = self.last_selected_scores = None
+        w = scores.softmax(-1)  # (B, P)
+        seen = dict(scores=scores, weights=w, glance1_logits=glance1)
         if self.choice == "reinforce":  # sample one patch from w; only it is classified, as at test time
             index = torch.multinomial(w.detach(), 1)  # (B, 1)
-            self.last_log_prob = w.gather(1, index)[:, 0].clamp_min(1e-12).log()  # (B,), the loss adds REINFORCE
-            return self._classify_chosen(x, index, context)[:, 0]  # (B, K)
+            log_prob = w.gather(1, index)[:, 0].clamp_min(1e-12).log()  # (B,), the loss adds REINFORCE
+            return GlanceOutput(self._classify_chosen(x, index, context)[:, 0], "logits", selected_index=index,
+                                log_prob=log_prob, **seen)  # (B, K)
+        kind = COMBINE_KINDS[self.combine]
         if self.choice == "topk":  # glance 2 with grad on n chosen patches; weights renormalised over them reach
             index = self.choose_patches(scores, x)  # (B, n)                    glance 1 through the softmax
             z = self._classify_chosen(x, index, context)  # (B, n, K)
-            self.last_selected_logits, self.last_selected_index = z, index
-            self.last_selected_scores = chosen = scores.gather(1, index)  # (B, n)
-            return combine(chosen.softmax(-1), z, self.combine)  # (B, K)
+            chosen = scores.gather(1, index)  # (B, n)
+            return GlanceOutput(combine(chosen.softmax(-1), z, self.combine), kind, selected_index=index,
+                                selected_logits=z, selected_scores=chosen, **seen)  # (B, K)
         z = self.classify_patches(self.normalize_patches(self.patches(x)), context)  # (B, P, K)
-        if self.choice == "oracle":  # glance 2 learns on every patch, glance 1 learns which patch it gets right:
-            self.last_patch_logits, self.last_scores = z, scores  # the loss is `train.oracle_loss`
+        # choice="oracle": glance 2 learns on every patch, glance 1 which patch it gets right (`oracle_loss`)
         if self.choice == "gumbel":  # straight-through Gumbel-softmax: one patch forward, soft gradient back
             w = F.gumbel_softmax(scores, tau=self.tau, hard=True)  # (B, P) one-hot, gradient of the soft sample
-            if self.combine == "mixture":  # log of a one-hot w passes no gradient to the unchosen patches:
-                return combine(w, z, "probs").clamp_min(1e-12).log()  # log sum_i w_i p_i has the same value, and does
-        return combine(w, z, self.combine)  # (B, K)
+            if self.combine == "mixture":  # log of a one-hot w passes no gradient to the unchosen patches;
+                answer = combine(w, z, "probs").clamp_min(1e-12).log()  # log sum_i w_i p_i: same value, and it does
+                return GlanceOutput(answer, kind, patch_logits=z, **seen)  # (B, K)
+        return GlanceOutput(combine(w, z, self.combine), kind, patch_logits=z, **seen)  # (B, K)
 
-    def infer(self, x: torch.Tensor, mode: str | None = None,
-              k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Test-time answer: (B, K) logits and the (B, k) indices of the patches glance 2 looked at (soft: all
+    def output(self, x: torch.Tensor, mode: str | None = None, k: int | None = None) -> GlanceOutput:
+        """Test-time answer (B, K), its kind, and the (B, k) indices of the patches glance 2 looked at (soft: all
         P, best first). Hard with k = 1 is glance 2's logits on the top patch."""
         g = self.glance1_features(x)  # (B, F1)
         scores = self.where(g)  # (B, P)
         context = g if self.fuse else None
         if (mode or self.inference) == "soft":
+            w = scores.softmax(-1)  # (B, P)
             z = self.classify_patches(self.normalize_patches(self.patches(x)), context)  # (B, P, K)
-            return combine(scores.softmax(-1), z, self.combine), scores.argsort(-1, descending=True)
+            return GlanceOutput(combine(w, z, self.combine), COMBINE_KINDS[self.combine], scores=scores, weights=w,
+                                patch_logits=z, selected_index=scores.argsort(-1, descending=True))
         k = k or self.top_k
         index = self.top_patches(scores, k)  # (B, k)
         z = self._classify_chosen(x, index, context)  # (B, k, K)
+        seen = dict(scores=scores, selected_index=index, selected_logits=z)
         if k == 1:
-            return z[:, 0], index  # (B, K): glance 2's answer on the top patch
-        return self.combine_topk(scores.gather(1, index), z), index
+            return GlanceOutput(z[:, 0], "logits", **seen)  # (B, K): glance 2's answer on the top patch
+        return GlanceOutput(self.combine_topk(scores.gather(1, index), z), self.topk_kind, **seen)
+
+    def infer(self, x: torch.Tensor, mode: str | None = None,
+              k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`output`'s (B, K) answer and (B, k) patch indices, as a tuple."""
+        out = self.output(x, mode, k)
+        return out.answer, out.selected_index
 
     @torch.no_grad()
     def classify(self, x: torch.Tensor, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Hard (top-k) inference: class probabilities (B, K) and the index of the top patch (B,)."""
-        logits, index = self.infer(x, "hard", k)
-        already = self.combine == "probs" and self.topk_combine == "weights" and index.shape[1] > 1
-        return (logits if already else logits.softmax(-1)), index[:, 0]
+        out = self.output(x, "hard", k)
+        return out.probs(), out.selected_index[:, 0]
 
     def patch_boxes(self) -> torch.Tensor:
         """(P, 4) boxes (x0, y0, x1, y1) of the patches in row-major order, in input pixels."""

@@ -3,8 +3,8 @@
     evaluate(model, split, mode="hard")     # {"accuracy", "loss", "predictions", "labels", "images", "skipped"}
     validate(model, val, cfg, device)       # the per-epoch validation record (never the test split)
 
-The loss is the negative log-likelihood of the labels under the model's answer, whatever form the answer takes
-(`answer_kind`): logits and log-probabilities through cross-entropy, probabilities through their log.
+The loss is the negative log-likelihood of the labels under the model's answer, whatever form the answer takes:
+the model's `output` says its kind (models/output.py), and `GlanceOutput.log_probs` reads it.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from torch import nn
 
 from ..config import RunConfig
 from ..data.batches import eval_batches
+from ..models.output import GlanceOutput
 
 
 def takes_uint8(model: nn.Module) -> bool:
@@ -21,25 +22,9 @@ def takes_uint8(model: nn.Module) -> bool:
     return getattr(model, "kind", None) == "two" and getattr(model, "accepts_uint8", False)
 
 
-def answer_kind(model: nn.Module, mode: str | None = None, k: int | None = None) -> str:
-    """What the eval-mode `model(x, mode=mode, k=k)` returns (models/glances.py: `combine`, `TwoGlance.infer`):
-    "logits"; "probs" where combine="probs" combines patches (soft inference, or hard on k > 1 patches with
-    topk_combine="weights"); "log_probs" where combine="mixture" does, or topk_combine="equal" (k > 1)."""
-    if getattr(model, "kind", None) != "two":
-        return "logits"
-    if (mode or model.inference) != "soft":  # hard: glance 2's logits on one patch, or k patches combined
-        if (k or model.top_k) == 1:
-            return "logits"
-        if model.topk_combine == "equal":
-            return "log_probs"
-    return {"logits": "logits", "probs": "probs", "mixture": "log_probs"}[model.combine]
-
-
-def answer_nll(out: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
-    """Summed negative log-likelihood of labels y (B,) under answers out (B, K) of `answer_kind` kind."""
-    if kind == "probs":
-        return F.nll_loss(out.clamp_min(1e-12).log(), y, reduction="sum")
-    return F.cross_entropy(out, y, reduction="sum")  # log-probabilities are their own log-softmax
+def answer_nll(out: GlanceOutput, y: torch.Tensor) -> torch.Tensor:
+    """Summed negative log-likelihood of labels y (B,) under the answer of `out`, whatever its kind."""
+    return F.nll_loss(out.log_probs(), y, reduction="sum")
 
 
 @torch.no_grad()
@@ -49,14 +34,13 @@ def evaluate(model: nn.Module, split, *, mode: str | None = None, batch_size: in
     the default, or "soft"; hard top-k with the model's selection and combination rule). Images that do not
     decode are skipped (counted in `skipped`) and count as neither right nor wrong."""
     model.eval()
-    kind = answer_kind(model, mode, k)
     correct, loss, preds, labels, n = 0, 0.0, [], [], 0
     skipped_before = getattr(split, "skipped", 0)
     for x, y in eval_batches(split, batch_size=batch_size, channels_last=channels_last, device=device,
                              workers=workers, as_float=not takes_uint8(model)):
-        out = model(x) if model.kind == "one" else model(x, mode=mode, k=k)
-        loss += answer_nll(out, y, kind).item()
-        pred = out.argmax(-1)
+        out = model.output(x) if model.kind == "one" else model.output(x, mode, k)
+        loss += answer_nll(out, y).item()
+        pred = out.answer.argmax(-1)
         correct += (pred == y).sum().item()
         preds.append(pred.cpu())
         labels.append(y.cpu())

@@ -34,7 +34,7 @@ from ..data.images import set_max_pixels
 from ..data.split import limit
 from ..errors import Stopped, UserError
 from ..files import atomic_write
-from ..models import build_model
+from ..models import as_output, build_model
 from .evaluation import SOFT_MAX_PATCHES, evaluate, takes_uint8, validate  # noqa: F401  (re-exported)
 from .objectives import loss_fn, lr_factor
 
@@ -119,7 +119,7 @@ def train_one_epoch(t: Trainer, train, epoch: int, step: int, *, start_batch: in
         except StopIteration:
             break
         data_seconds += time.perf_counter() - wait
-        out = model(x)
+        out = as_output(model(x))
         loss = loss_fn(t.raw_model, out, y, cfg)
         if not torch.isfinite(loss):
             raise UserError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step}; the last good "
@@ -132,7 +132,7 @@ def train_one_epoch(t: Trainer, train, epoch: int, step: int, *, start_batch: in
         t.scheduler.step()
         step += 1
         total_loss += loss.detach() * y.shape[0]
-        correct += (out.detach().argmax(-1) == y).sum()
+        correct += (out.answer.detach().argmax(-1) == y).sum()
         seen += y.shape[0]
         if bar is not None:
             bar.update(1)

@@ -19,6 +19,7 @@ from torch import nn
 from ..config import RunConfig
 from ..errors import UserError
 from ..models.glances import combine
+from ..models.output import GlanceOutput, as_output
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
@@ -70,26 +71,27 @@ def rank_loss(z: torch.Tensor, scores: torch.Tensor, y: torch.Tensor) -> torch.T
     return F.cross_entropy(scores, per_patch.view(b, n).argmin(-1))
 
 
-def loss_fn(model: nn.Module, out: torch.Tensor, y: torch.Tensor, cfg: RunConfig) -> torch.Tensor:
-    """The training loss of a forward `out` (B, K) of `model` (the raw module, not its DDP wrapper)."""
-    if getattr(model, "last_patch_logits", None) is not None:
-        loss = oracle_loss(model.last_patch_logits, model.last_scores, y, cfg.train.label_smoothing,
-                           cfg.train.oracle_best)
+def loss_fn(model: nn.Module, out: GlanceOutput | torch.Tensor, y: torch.Tensor, cfg: RunConfig) -> torch.Tensor:
+    """The training loss of a training forward's `out` (a GlanceOutput; a one-glance model's plain (B, K) logits are
+    taken as one) for labels y (B,): the objective of `cfg.model.choice`, with the terms `cfg.train` weighs in.
+    The answer enters cross-entropy as logits whatever its kind: with combine=probs that is the report's softmax
+    on top of the combined probabilities. Everything is read from `out`; `model` (the raw module) is not read."""
+    out, m, t = as_output(out), cfg.model, cfg.train
+    two = m.kind == "two"
+    choice = m.choice if two else None
+    if choice == "oracle":
+        loss = oracle_loss(out.patch_logits, out.scores, y, t.label_smoothing, t.oracle_best)
     else:
-        loss = F.cross_entropy(out, y, label_smoothing=cfg.train.label_smoothing)
-    selected = getattr(model, "last_selected_logits", None)  # choice="topk": (B, n, K)
-    if selected is not None and cfg.train.uniform_weight:
-        loss = loss + cfg.train.uniform_weight * uniform_loss(selected, y, model.combine, cfg.train.label_smoothing)
-    if cfg.train.entropy_weight and getattr(model, "last_weights", None) is not None:
-        loss = loss + cfg.train.entropy_weight * entropy(model.last_weights).mean()
-    glance1 = getattr(model, "last_glance1_logits", None)  # model.glance1_aux: glance 1's own answer (B, K)
-    if glance1 is not None and cfg.train.glance1_weight:
-        loss = loss + cfg.train.glance1_weight * F.cross_entropy(glance1, y, label_smoothing=cfg.train.label_smoothing)
-    chosen = getattr(model, "last_selected_scores", None)  # choice="topk": glance 1's scores of the chosen (B, n)
-    if chosen is not None and cfg.train.rank_weight:
-        loss = loss + cfg.train.rank_weight * rank_loss(selected, chosen, y)
-    log_prob = getattr(model, "last_log_prob", None)  # choice="reinforce": the sampled patch's log w, (B,)
-    if log_prob is not None:  # REINFORCE, reward = -(the image's loss), baseline = the batch mean reward
-        reward = -F.cross_entropy(out.detach(), y, reduction="none")  # (B,)
-        loss = loss - ((reward - reward.mean()) * log_prob).mean()
+        loss = F.cross_entropy(out.answer, y, label_smoothing=t.label_smoothing)
+    if choice == "topk" and t.uniform_weight:
+        loss = loss + t.uniform_weight * uniform_loss(out.selected_logits, y, m.combine, t.label_smoothing)
+    if two and t.entropy_weight:
+        loss = loss + t.entropy_weight * entropy(out.weights).mean()
+    if two and m.glance1_aux and t.glance1_weight:  # glance 1's own attention-pooled answer (B, K)
+        loss = loss + t.glance1_weight * F.cross_entropy(out.glance1_logits, y, label_smoothing=t.label_smoothing)
+    if choice == "topk" and t.rank_weight:
+        loss = loss + t.rank_weight * rank_loss(out.selected_logits, out.selected_scores, y)
+    if choice == "reinforce":  # REINFORCE on the sampled patch's log w: reward = -(its loss), baseline = the mean
+        reward = -F.cross_entropy(out.answer.detach(), y, reduction="none")  # (B,)
+        loss = loss - ((reward - reward.mean()) * out.log_prob).mean()
     return loss
