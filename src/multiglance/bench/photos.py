@@ -17,7 +17,7 @@ read from validation, then the test split read once, by the saved model's own in
             disc or cross and two grey discs (`data.synthetic_folders.make_clutter_folder`), 10 epochs; the
             largest training loss after the first step, as a multiple of the first.
 Each run writes docs/results/photos-PART-PRESET-sSEED.json (from a clean commit unless --allow-dirty; `--quick`
-writes under the runs folder); `bench/photos_report.py` builds the RESULTS.md section and the README table.
+writes under the runs folder), and `build_section` the "photos" section of docs/RESULTS.md from all of them.
 """
 from __future__ import annotations
 
@@ -109,6 +109,48 @@ def run_row(part: str, preset: str, sets: list[str], seed: int, runs_dir: Path, 
     return record
 
 
+ROW_NAMES = {"photos-two": "two glances, pretrained (`photos-two`, top 3 patches)",
+             "photos-one": "one glance on the photograph resized to equal cost (`photos-one`)",
+             "photos-full-one": "one glance at full resolution (`photos-full-one`)",
+             "large-two": "two glances, house CNN from scratch (`large-two`)"}
+
+
+def build_section(docs: Path) -> str:
+    """The RESULTS.md section (and the README's table) from docs/results/photos-*.json: mean and spread over
+    seeds of each row's test accuracy, its validation accuracy, test FLOPs, ms per image, and where glance 1
+    looks on GTSDB."""
+    import statistics
+
+    records = results.read_results(Path(docs) / "results", "photos-*.json")
+    lines = []
+    for part, title in (("gtsdb", "GTSDB street photographs (`gtsdb-signs`, 5 classes, 251 test photographs)"),
+                        ("scenes", "`scenes-cifar10-512`"), ("shapes", "1024x1024 shapes on noise (house CNN)")):
+        rows = [r for r in records if r["part"] == part]
+        if not rows:
+            continue
+        lines += [f"### {title}", "", "| model | seeds | epochs | test accuracy | validation | GFLOPs per image "
+                  "(conv + matmul) | ms per image, batch 1 | largest loss / first |", "|---|---|---|---|---|---|---|---|"]
+        for preset in dict.fromkeys(r["preset"] for r in rows):
+            rs = [r for r in rows if r["preset"] == preset]
+            acc = [100 * r["accuracy_hard"] for r in rs]
+            spread = f" ± {statistics.stdev(acc):.1f}" if len(acc) > 1 else ""
+            ms = [r["latency_ms_batch1"] for r in rs if r.get("latency_ms_batch1")]
+            lines.append(f"| {ROW_NAMES.get(preset, preset)} | {len(rs)} | {rs[0]['epochs']} | "
+                         f"{statistics.mean(acc):.1f}%{spread} | "
+                         f"{100 * statistics.mean(r['val_accuracy_hard'] for r in rs):.1f}% | "
+                         f"{rs[0]['test_flops_per_image'] / 1e9:.2f} | {statistics.mean(ms) if ms else float('nan'):.0f} | "
+                         f"{max(r['max_loss_over_first'] or 0 for r in rs):.2f} |")
+        looks = [r for r in rows if r.get("glance1")]
+        for r in looks:
+            g = r["glance1"]
+            lines += ["", f"Where glance 1 of `{r['preset']}` (seed {r['seed']}) looks, over the {g['photos_with_signs']} "
+                      f"test photographs with a sign: its top patch holds a sign's centre in "
+                      f"{100 * g['top1_holds_sign']:.1f}%, one of its top {g['top_k']} in {100 * g['topk_holds_sign']:.1f}%, "
+                      f"a random patch in {100 * g['random_patch_holds_sign']:.1f}%."]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def bench_photos(args) -> None:
     from .common import check_load
 
@@ -118,14 +160,14 @@ def bench_photos(args) -> None:
         raise UserError(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
     if "gtsdb" in parts and not args.gtsdb:
         raise UserError("part gtsdb needs --gtsdb PATH/gtsdb-signs.zip (shared/data/build_gtsdb.py builds it)")
-    if not args.quick:
+    if not (args.quick or args.report_only):
         results.require_clean(args.allow_dirty)
         check_load(args.max_load)
     runs_dir, docs = Path(args.runs_dir), Path(args.docs)
     runs_dir.mkdir(parents=True, exist_ok=True)
     if args.threads:
         torch.set_num_threads(args.threads)
-    for part in parts:
+    for part in [] if args.report_only else parts:
         if part == "gtsdb":
             rows = {p: [f"data.root={args.gtsdb}", *s, *([f"train.epochs={args.full_epochs}"]
                                                         if p == "photos-full-one" else [])]
@@ -149,6 +191,8 @@ def bench_photos(args) -> None:
                 path = results.write_result(runs_dir if args.quick else docs / "results", name, record)
                 print(f"{name}: val {record['val_accuracy_hard']:.4f} test {record['accuracy_hard']:.4f} "
                       f"{record['test_flops_per_image'] / 1e9:.2f} GFLOPs -> {path}", flush=True)
+    if not args.quick:
+        results.replace_section(docs / "RESULTS.md", "photos", build_section(docs))
 
 
 def register(subparsers) -> None:
@@ -167,5 +211,6 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--max-load", type=float, default=2.5, help="refuse to start above this load average")
     p.add_argument("--allow-dirty", action="store_true", help="publish from a tree with uncommitted changes")
+    p.add_argument("--report-only", action="store_true", help="rebuild the RESULTS.md section from the JSON files")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=bench_photos)

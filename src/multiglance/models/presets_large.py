@@ -1,18 +1,18 @@
 """Presets for large images, where the second glance pays: a user's own photos, megapixel MNIST, photo scenes.
 
-large-two: the two-glance model, house CNN from scratch, for a class folder of large images (1024x1024 by default;
-    `model.image_size=none` reads the size from the data) with a small object. It learns from the first step:
-    BatchNorm and a global-pooled head in both glances, half an epoch of warm-up, gradients clipped to norm 1
-    (without them the first AdamW step blew the flatten head up on 1024x1024 shapes and the loss ended at
-    2 ln 3), and glance 1 answers on its own too (`glance1_aux`: attention pooling of a class map by its score
-    map) and learns which chosen patch glance 2 reads best (`train.rank_weight`).
+large-two: the two-glance model, house CNN from scratch, for a class folder of large images with a small object,
+    read at the size of the data's median image (any aspect; `--set model.image_size=1024` fixes one). It learns
+    from the first step: BatchNorm and a global-pooled head in both glances, half an epoch of warm-up, gradients
+    clipped to norm 1 (without them the first AdamW step blew the flattened head up on 1024x1024 shapes and the
+    loss ended at 2 ln 3), and glance 1 answers on its own too (`glance1_aux`: attention pooling of a class map
+    by its score map) and learns which chosen patch glance 2 reads best (`train.rank_weight`).
     Glance 1 is fully convolutional (`scorer=conv`: a score map on the thumbnail, sampled at the patch centres,
     ~10k weights whatever the number of patches); training runs glance 2 only on the top 3 patches chosen with
     non-maximum suppression plus 2 sampled exploration patches (`choice=topk`), so memory grows with k, not
-    with the number of patches; test time runs glance 2 on the top 3 only. The grid and thumbnail follow
-    `model.image_size` by the rule of `config.derive` (thumbnail and patch S/8, stride S/16: at 1024 a 128x128
+    with the number of patches; test time runs glance 2 on the top 3 only. The grid and thumbnail follow the
+    image size by the rule of `config.derive` (thumbnail and patch S/8, stride S/16: at 1024 a 128x128
     thumbnail and 15 x 15 patches of 128x128); channels and classes are read from the data.
-        multiglance train --preset large-two --data PHOTOS --set model.image_size=1024
+        multiglance train --preset large-two --data PHOTOS
 large-one: the one-glance baseline on a downsized view of equal test-time cost: the house CNN with twice glance
     2's filters on the image resized to S/8 (`input_fraction`; at 1024, 128x128; `multiglance bench large`
     measures both costs side by side).
@@ -39,7 +39,7 @@ STABLE = dict(batchnorm=True, head="pool")  # the house CNN's stable first step:
 STABLE_TRAIN = dict(warmup_epochs=0.5, grad_clip=1.0)  # and a warm-up with clipped gradients
 
 
-def _large_two(image_size: int = 1024, data: DataConfig | None = None, **model) -> RunConfig:
+def _large_two(image_size: int | None = None, data: DataConfig | None = None, **model) -> RunConfig:
     m = ModelConfig(**({"kind": "two", "in_channels": None, "num_classes": None, "image_size": image_size,
                         "channels": (16, 32, 64), "glance1_channels": (16, 32), "pool_stride": 2,
                         "patch_size": None, "patch_stride": None, "thumb_size": None, "scorer": "conv",
@@ -50,7 +50,7 @@ def _large_two(image_size: int = 1024, data: DataConfig | None = None, **model) 
                      train=_large_train(**STABLE_TRAIN, glance1_weight=1.0, rank_weight=1.0))
 
 
-def _large_one(image_size: int = 1024, data: DataConfig | None = None) -> RunConfig:
+def _large_one(image_size: int | None = None, data: DataConfig | None = None) -> RunConfig:
     m = ModelConfig(kind="one", in_channels=None, num_classes=None, image_size=image_size, channels=(32, 64, 128),
                     pool_stride=2, input_fraction=1 / 8, **STABLE)
     return RunConfig(model=m, data=data or DataConfig(name="folder", flip=True),
