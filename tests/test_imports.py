@@ -16,7 +16,7 @@ STAGES = [
     {"data"},
     {"models"},
     {"train", "runs"},  # training and the run folder it writes
-    {"evaluate", "predict", "compare", "weights", "results", "analysis"},  # reading runs back
+    {"evaluate", "flops", "predict", "compare", "weights", "results", "analysis"},  # reading runs back
     {"bench"},  # the benchmark drivers over the library
     {"cli", "__main__", "__init__"},  # the command and the package's public names
 ]
