@@ -24,10 +24,10 @@ def test_front_and_above_front():
 @pytest.mark.skipif(not MNIST.exists(), reason=f"MNIST files not found at {MNIST}")
 def test_quick_bench_writes_results(tmp_path, monkeypatch):
     import multiglance.train
-    import multiglance.train.loop as loop
+    import multiglance.train.inputs as inputs
 
     events = []  # split names as loaded, and "fit" / "fit done" around every training
-    real_load, real_fit = loop.load_split, multiglance.train.fit
+    real_load, real_fit = inputs.load_split, multiglance.train.fit
 
     def spy_load(name, root, split, **kw):
         events.append(split)
@@ -39,7 +39,7 @@ def test_quick_bench_writes_results(tmp_path, monkeypatch):
         events.append("fit done")
         return out
 
-    monkeypatch.setattr(loop, "load_split", spy_load)  # every split train.load_data reads (fit, eval, bench)
+    monkeypatch.setattr(inputs, "load_split", spy_load)  # every split train.load_data reads (fit, eval, bench)
     monkeypatch.setattr(multiglance.train, "fit", spy_fit)
     docs = tmp_path / "docs"
     docs.mkdir()

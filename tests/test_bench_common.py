@@ -7,7 +7,7 @@ import os
 import pytest
 
 import multiglance.train
-import multiglance.train.loop as loop
+import multiglance.train.inputs as inputs
 from multiglance import runs
 from multiglance.bench.common import epoch_records, eval_command, shown_config, train_or_resume, val_and_test
 from multiglance.errors import UserError
@@ -43,15 +43,15 @@ def test_train_or_resume_trains_resumes_keeps_and_refuses(tmp_path, monkeypatch)
 
 def test_val_and_test_reads_val_then_test_by_the_models_own_path(tiny_run, monkeypatch):
     seen = []
-    real = loop.load_split
-    monkeypatch.setattr(loop, "load_split", lambda name, root, split, **kw: seen.append(split) or
+    real = inputs.load_split
+    monkeypatch.setattr(inputs, "load_split", lambda name, root, split, **kw: seen.append(split) or
                         real(name, root, split, **kw))
     r = val_and_test(tiny_run, k=2)
     assert seen == ["val", "test"]  # validation first, the test split once
     assert r["selection"] == "val" and r["val_images"] == 128 and r["test_images"] == 128 and r["top_k"] == 2
     assert r["eval_command"] == f"multiglance eval {shown_path(tiny_run)} --split test --set model.top_k=2"
     assert r["run_dir"] == tiny_run.name and "run" not in r and "split" not in r
-    monkeypatch.setattr(loop, "load_split", real)
+    monkeypatch.setattr(inputs, "load_split", real)
     test = evaluate_run(tiny_run, overrides=["model.top_k=2"], timing=False)
     val = evaluate_run(tiny_run, split="val", overrides=["model.top_k=2"], timing=False)
     assert (r["accuracy_hard"], r["accuracy_soft"]) == (test["accuracy_hard"], test["accuracy_soft"])

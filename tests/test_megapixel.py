@@ -83,7 +83,7 @@ def test_choose_takes_the_best_then_fewer_patches_then_the_models_rule() -> None
 def test_init_from_loads_an_easy_run_into_the_1500_model_and_refuses_other_shapes(tmp_path: Path) -> None:
     """The curriculum: both glances are convolutional, so a 500x500 run with the 1500 model's filters starts
     it; a run of other filters is one clear error."""
-    from multiglance.train.loop import init_weights
+    from multiglance.train.checkpoint import init_weights
 
     torch.manual_seed(0)
     easy = build_model(replace(get_preset("megapixel-easy-two").model, channels=(8, 16, 32)))
@@ -155,6 +155,7 @@ def test_inference_memory_stays_bounded_for_one_image() -> None:
 def quick(tmp_path_factory):
     """`bench megapixel --easy --quick` once, with a spy recording the splits loaded, the training epochs and
     the choice of (rule, k), in order."""
+    import multiglance.train.inputs as inputs
     import multiglance.train.loop as loop
     from multiglance.cli import main
 
@@ -162,9 +163,9 @@ def quick(tmp_path_factory):
         pytest.skip(f"the shared MNIST files are not at {MNIST}")
     base = tmp_path_factory.mktemp("megapixel")
     events: list[str] = []
-    load_split, epoch, choose = loop.load_split, loop.train_one_epoch, mp.choose
+    load_split, epoch, choose = inputs.load_split, loop.train_one_epoch, mp.choose
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(loop, "load_split", lambda name, root, split, **kw: events.append(split) or
+        m.setattr(inputs, "load_split", lambda name, root, split, **kw: events.append(split) or
                   load_split(name, root, split, **kw))
         m.setattr(loop, "train_one_epoch", lambda *a, **kw: events.append("epoch") or epoch(*a, **kw))
         m.setattr(mp, "choose", lambda *a: events.append("choose") or choose(*a))

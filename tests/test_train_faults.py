@@ -1,4 +1,4 @@
-"""Faults injected into training (train.py, runs.py): SIGINT/SIGTERM, SIGKILL at random moments, NaN losses,
+"""Faults injected into training (train/, runs.py): SIGINT/SIGTERM, SIGKILL at random moments, NaN losses,
 read-only and full disks, corrupt and malicious checkpoints. A stopped or killed run, resumed, must end with
 weights bit-identical to a run that never stopped (CPU, fixed seed), and its metrics.jsonl must read as if
 it had never stopped."""
@@ -19,11 +19,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from multiglance import files, runs
-from multiglance.train import loop as train
+from multiglance.train import epoch as train
 from multiglance.config import apply_overrides
 from multiglance.errors import CheckpointError, Stopped, UserError
 from multiglance.models import get_preset
-from multiglance.train import fit
+from multiglance.train import fit, load_data
 
 from conftest import examples
 
@@ -42,7 +42,7 @@ _DATA: list = []
 def run_fit(cfg, out: Path, **kwargs) -> dict:
     """fit() on the tiny data, loaded once for the whole module."""
     if not _DATA:
-        _DATA.append(train.load_data(cfg))
+        _DATA.append(load_data(cfg))
     return fit(cfg, out, progress=False, data=_DATA[0], **kwargs)
 
 

@@ -497,7 +497,7 @@ def validate(cfg: RunConfig) -> RunConfig:
                 RULES[key](key, value)
             elif isinstance(value, float) and not (value == value and abs(value) != float("inf")):
                 raise ConfigError(f"{key}={value} must be a finite number")
-    m, t, d = cfg.model, cfg.train, cfg.data
+    m, d = cfg.model, cfg.data
     if m.kind == "two" and None not in (m.patch_size, m.patch_stride, m.image_size):  # None: from the data
         count = _check_grid(m)
         if m.top_k > count:
@@ -507,8 +507,6 @@ def validate(cfg: RunConfig) -> RunConfig:
         if m.choice == "topk" and m.top_k + explore > count:
             raise ConfigError(f"model.top_k + model.explore = {m.top_k + explore} training patches, but there are "
                               f"only {count}; lower model.top_k or model.explore")
-    if t.warmup_epochs >= t.epochs:
-        raise ConfigError(f"train.warmup_epochs={t.warmup_epochs} must be less than train.epochs={t.epochs}")
     _check_backbones(m)
     side = min(m.image_size or MAX_SIDE, getattr(m, "image_width", None) or m.image_size or MAX_SIDE)
     if d.crop_padding > side:
