@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import os
 
 import pytest
+import torch
 
+from multiglance.bench import beyond, large, megapixel, paper, photos
 from multiglance.bench import speed as bench
 from multiglance.bench.common import bench_subparsers
 from multiglance.cli import main
@@ -67,13 +67,32 @@ def test_refuses_to_publish_when_the_load_rose_during_the_run(tmp_path, capsys, 
 
 @pytest.mark.parametrize("first", [True, False])
 def test_bench_group_works_in_any_registration_order(first):
-    others = [m for m in ("multiglance.bench.paper", "multiglance.bench.beyond", "multiglance.bench.megapixel",
-                          "multiglance.bench.large") if importlib.util.find_spec(m) is not None]
-    order = ["multiglance.bench.speed", *others] if first else [*others, "multiglance.bench.speed"]
+    others = [paper, beyond, megapixel, large, photos]
+    order = [bench, *others] if first else [*others, bench]
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in order:
-        importlib.import_module(name).register(sub)
+    for module in order:
+        module.register(sub)
     assert parser.parse_args(["bench", "speed", "--quick"]).func is bench.cmd_speed
     group = bench_subparsers(sub)
     assert {"speed"} <= set(group.choices) and len(group.choices) == 1 + len(others)
+
+
+@pytest.mark.parametrize("preset,dtype", [("digits-one", torch.float32), ("digits-two", torch.uint8)])
+def test_train_speed_times_trainings_own_step_on_the_batches_training_feeds(monkeypatch, preset, dtype):
+    """bench speed times `train.train_step` (not a copy), with the optimiser and schedule training builds, on
+    uint8 batches for the two-glance model (which reads uint8) and float ones for the one-glance model."""
+    from multiglance.models import get_preset
+    from multiglance.train import epoch
+
+    calls = []
+    real = epoch.train_step
+    monkeypatch.setattr(epoch, "train_step", lambda t, x, y, **kw: calls.append((t, x.dtype)) or real(t, x, y, **kw))
+    cfg = get_preset(preset)
+    cfg.train.batch_size = 8
+    row = bench.train_speed(cfg, reps=1, warmup=1, peak=lambda: 1.0)
+    assert row["train_images_per_s"] > 0 and row["batch_size"] == 8
+    assert [d for _, d in calls] == [dtype] * 3  # the counted step, one warm-up, one timed
+    t = calls[0][0]
+    assert type(t.optimizer) is torch.optim.SGD and t.optimizer.defaults["nesterov"]
+    assert t.scheduler.last_epoch == 3  # the schedule stepped with the optimiser, as in training

@@ -6,7 +6,8 @@
 
 Everything is measured in one process and as ratios of timings taken side by side, interleaved repetition by
 repetition, because the machine is shared and noisy: (1) a float32 matrix product's GFLOP/s, the machine's
-measured peak; (2) a training step (the real SGD step of `train.fit`, batches from `train_batches`), its
+measured peak; (2) a training step (training's own `train.train_step`, with the model, optimiser and schedule
+of `train.loop.new_trainer`, fed uint8 batches to a model that reads uint8, as an epoch feeds them), its
 images/s and GFLOP/s (PyTorch's FLOP counter, forward + backward), and its ratio to the peak measured just
 before it; (3) eval forwards at batch 1 and 256 of the one-glance net and the two-glance net (hard), eager and
 through `models.fast.FastInference`; the speed-up, the FLOP ratio, and speed-up / FLOP ratio; (4) the second
@@ -77,31 +78,25 @@ def matmul_peak(size: int = 1024, calls: int = 4) -> tuple[float, object]:
 
 # ---- training -------------------------------------------------------------------------------------------------
 def train_speed(cfg, *, reps: int, warmup: int = 2, peak=None) -> dict:
-    """Images/s and GFLOP/s of the SGD step of `train.fit` for `cfg`, each repetition after a peak measurement."""
+    """Images/s and GFLOP/s of training's own step for `cfg` (`train.train_step`, with the model, optimiser and
+    schedule of `train.loop.new_trainer`, fed by `epoch_batches` as an epoch is: uint8 to a model that reads
+    uint8), each repetition after a peak measurement."""
     from ..data import Split
-    from ..data.batches import train_batches
-    from ..models import build_model
-    from ..train import loss_fn
+    from ..train import epoch as train_epoch
+    from ..train.loop import new_trainer
 
     torch.manual_seed(0)
     m, b = cfg.model, cfg.train.batch_size
-    model = build_model(m).to(memory_format=torch.channels_last).train()
-    decay = [p for p in model.parameters() if p.dim() > 1]
-    no_decay = [p for p in model.parameters() if p.dim() <= 1]
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": cfg.train.weight_decay},
-                           {"params": no_decay, "weight_decay": 0.0}], lr=1e-3, momentum=0.9, nesterov=True)
     n = b * (reps + warmup + 1)
     images = torch.randint(0, 256, (n, m.in_channels, m.image_size, m.image_size), dtype=torch.uint8)
     labels = torch.randint(0, m.num_classes, (n,))
     split = Split(images, labels, [str(i) for i in range(m.num_classes)])
-    batches = train_batches(split, batch_size=b, seed=0, epoch=0, crop_padding=cfg.data.crop_padding,
-                            flip=cfg.data.flip, channels_last=cfg.train.channels_last)
+    trainer = new_trainer(cfg, split)
+    trainer.model.train()
+    batches = train_epoch.epoch_batches(trainer, split, 0)
 
     def step(x, y):
-        loss = loss_fn(model, model(x), y, cfg)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        train_epoch.train_step(trainer, x, y)
 
     x, y = next(batches)
     with FlopCounterMode(display=False) as counter:
