@@ -14,8 +14,9 @@ read from validation, then the test split read once, by the saved model's own in
     scenes  `scenes-cifar10-512` (a 64x64 CIFAR-10 object in a 512x512 scene of photographs): photos-two and
             photos-one.
     shapes  the house CNN's stability: large-two on 300 generated 1024x1024 JPEGs of one 40-pixel white square,
-            disc or cross and two grey discs (`data.synthetic_folders.make_clutter_folder`), 10 epochs; the
-            largest training loss after the first step, as a multiple of the first.
+            disc or cross and two grey discs (`data.synthetic_folders.make_clutter_folder`), 10 epochs, the loss
+            of every step logged; the largest training loss after the first step, as a multiple of the first
+            (other parts log every 50 steps, so theirs is coarse).
 Each run writes docs/results/photos-PART-PRESET-sSEED.json (from a clean commit unless --allow-dirty; `--quick`
 writes under the runs folder), and `build_section` the "photos" section of docs/RESULTS.md from all of them.
 """
@@ -96,7 +97,7 @@ def run_row(part: str, preset: str, sets: list[str], seed: int, runs_dir: Path, 
     (train,) = load_data(cfg, ("train",))
     done = epoch_records(run_dir)
     losses = [r["loss"] for r in runs.read_metrics(run_dir) if r.get("kind") == "train"]
-    record = {"dataset": cfg.data.name, "part": part, "preset": preset, "seed": seed,
+    record = {"dataset": cfg.data.name, "part": part, "preset": preset, "seed": seed, "commit": results.git_commit(),
               **val_and_test(run_dir, timing=not quick), "train_images": len(train), "epochs": len(done),
               "train_seconds": round(sum(r["train_seconds"] for r in done), 1),
               "max_loss_over_first": round(max(losses[1:], default=0) / losses[0], 3) if losses else None,
@@ -181,7 +182,7 @@ def bench_photos(args) -> None:
             if not (folder / "test").is_dir():
                 make_clutter_folder(folder, n_per_class=4 if args.quick else 100, size=256 if args.quick else 1024,
                                     n_test_per_class=2 if args.quick else 50, seed=0)
-            rows = {"large-two": [f"data.root={folder}", "model.image_size=none"]}
+            rows = {"large-two": [f"data.root={folder}", "model.image_size=none", "train.log_every=1"]}
         for preset, sets in rows.items():
             if args.only and preset not in args.only:
                 continue
