@@ -173,8 +173,10 @@ def test_presets_print_the_derivation_rule_not_none(capsys):
     lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
     assert not [line for line in lines.values() if "None" in line]
     assert lines["large-two"].endswith(
-        "patches 128/64 thumb 128 (from the data by config.derive: patch_size about S/8, patch_stride about "
-        "patch/2 (so the grid tiles), thumb_size about H/8; shown for 1024x1024)")
+        "patches and thumb from the data by config.derive: patch_size about S/8, patch_stride about patch/2 (so the "
+        "grid tiles), thumb_size about H/8, H x W from the images")
+    assert lines["photos-two"].endswith("two-glance efficientnet-lite0 (glance 1: efficientnet-lite0-s16), "
+                                        "ImageNet-pretrained patches 128/64 thumb 256")
     cfg = get_preset("scenes-two")
     m = derive(cfg, (3, 512, 512), ["a", "b"]).model  # what training on 512x512 scenes fills in
     assert f"patches {m.patch_size}/{m.patch_stride} thumb {m.thumb_size} (from the data" in lines["scenes-two"]

@@ -119,7 +119,12 @@ def cmd_presets(args) -> None:
         return
     for name in list_models():
         m = get_preset(name).model
-        print(f"{name:24s} {m.kind}-glance channels {list(m.channels)} pool stride {m.pool_stride}{preset_grid(m)}")
+        if m.backbone == "house":
+            net = f"channels {list(m.channels)} pool stride {m.pool_stride}"
+        else:
+            glance1 = f" (glance 1: {m.glance1_backbone})" if m.kind == "two" and m.glance1_backbone else ""
+            net = f"{m.backbone}{glance1}{', ImageNet-pretrained' if m.pretrained else ''}"
+        print(f"{name:24s} {m.kind}-glance {net}{preset_grid(m)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
