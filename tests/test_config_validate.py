@@ -1,5 +1,5 @@
-"""Tests for config.validate: every preset passes; each out-of-range or inconsistent value is one ConfigError
-line naming the key, the value and what is allowed; every config key has a rule."""
+"""Tests for config.validate (config_rules.py): every preset passes; each out-of-range or inconsistent value is one
+ConfigError line naming the key, the value and what is allowed; every config key has a rule."""
 from __future__ import annotations
 
 import dataclasses
@@ -168,3 +168,14 @@ def test_the_enums_agree_with_the_models() -> None:
                       ("model.explore_by", "EXPLORE_BY")):
         if hasattr(glances, name):
             assert tuple(ENUMS[key]) == tuple(getattr(glances, name)), key
+
+
+def test_the_rules_read_the_sections_config_declares() -> None:
+    """config_rules.py does not import config.py; it finds the sections itself, and they must be SECTIONS, in order.
+    Its names stay importable from multiglance.config."""
+    from multiglance import config, config_rules
+    from multiglance.config import RunConfig
+
+    assert config_rules._sections(RunConfig()) == list(SECTIONS)
+    for name in ("validate", "ENUMS", "RULES", "UNCHECKED", "MAX_SIDE", "PRETRAINED_BACKBONES"):
+        assert getattr(config, name) is getattr(config_rules, name), name
