@@ -20,7 +20,7 @@ import tarfile
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import IO, Iterable, Iterator
 
 from ..errors import DataError
 
@@ -100,19 +100,46 @@ class _FolderBackend(_Backend):
             return f.read(limit + 1)
 
 
-class _ZipBackend(_Backend):
-    def __init__(self, path: Path) -> None:
+class _ArchiveBackend(_Backend):
+    """An opened archive: `_scan` refuses what is unsafe and adds each file (the archive is closed again if it
+    refuses); every read must hold the bytes its entry declares."""
+
+    def __init__(self, path: Path, archive: zipfile.ZipFile | tarfile.TarFile) -> None:
         super().__init__(path)
-        self.zf = zipfile.ZipFile(path)
+        self.archive = archive
         try:
             self._scan()
         except BaseException:
-            self.zf.close()
+            archive.close()
             raise
 
     def _scan(self) -> None:
+        raise NotImplementedError
+
+    def _open(self, handle: object) -> tuple[IO[bytes], str, int]:
+        """The entry's stream, its name and the size it declares."""
+        raise NotImplementedError
+
+    def open_read(self, handle: object, limit: int) -> bytes:
+        f, name, size = self._open(handle)
+        with f:
+            data = f.read(limit + 1)
+        if len(data) != size:
+            raise DataError(f"{self.path}: entry {name!r} declares {size} bytes but holds {len(data)}; the archive "
+                            "is corrupt, get a fresh copy")
+        return data
+
+    def close(self) -> None:
+        self.archive.close()
+
+
+class _ZipBackend(_ArchiveBackend):
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, zipfile.ZipFile(path))
+
+    def _scan(self) -> None:
         path = self.path
-        for info in self.zf.infolist():
+        for info in self.archive.infolist():
             if not info.filename:  # a damaged central directory (zipfile's is_dir() would raise IndexError)
                 raise DataError(f"{path}: an entry has an empty name; the archive is corrupt, get a fresh copy")
             mode = info.external_attr >> 16
@@ -127,32 +154,20 @@ class _ZipBackend(_Backend):
             if not info.is_dir():
                 self._add(info.filename, info, info.file_size, info.header_offset)
 
-    def open_read(self, handle: object, limit: int) -> bytes:
-        assert isinstance(handle, zipfile.ZipInfo)
-        with self.zf.open(handle) as f:
-            data = f.read(limit + 1)
-        if len(data) != handle.file_size:
-            raise DataError(f"{self.path}: entry {handle.filename!r} declares {handle.file_size} bytes but "
-                            f"holds {len(data)}; the archive is corrupt, get a fresh copy")
-        return data
-
-    def close(self) -> None:
-        self.zf.close()
+    def _open(self, handle: object) -> tuple[IO[bytes], str, int]:
+        assert isinstance(handle, zipfile.ZipInfo) and isinstance(self.archive, zipfile.ZipFile)
+        return self.archive.open(handle), handle.filename, handle.file_size
 
 
-class _TarBackend(_Backend):
+class _TarBackend(_ArchiveBackend):
     def __init__(self, path: Path, max_total: int) -> None:
-        super().__init__(path)
-        self.tf = tarfile.open(path, mode="r:*")
-        try:
-            self._scan(max_total)
-        except BaseException:
-            self.tf.close()
-            raise
+        self.max_total = max_total  # the sum of the members' sizes `_scan` accepts
+        super().__init__(path, tarfile.open(path, mode="r:*"))
 
-    def _scan(self, max_total: int) -> None:
+    def _scan(self) -> None:
         path, total = self.path, 0
-        for m in self.tf:  # each step skips the previous member's data: bound that work
+        assert isinstance(self.archive, tarfile.TarFile)
+        for m in self.archive:  # each step skips the previous member's data: bound that work
             if m.issym() or m.islnk():
                 raise DataError(f"{path}: entry {m.name!r} is a link; refusing the archive, re-pack it "
                                 "without links")
@@ -160,25 +175,18 @@ class _TarBackend(_Backend):
                 raise DataError(f"{path}: entry {m.name!r} is a device or fifo; refusing the archive")
             if m.isreg():
                 total += m.size
-                if total > max_total:
-                    raise DataError(f"{path}: members add up to over {max_total} bytes; refusing a "
+                if total > self.max_total:
+                    raise DataError(f"{path}: members add up to over {self.max_total} bytes; refusing a "
                                     "possible decompression bomb (raise max_total_bytes if it is genuine)")
                 self._add(m.name, m, m.size, m.offset_data)
             elif not m.isdir():
                 raise DataError(f"{path}: entry {m.name!r} is not a file or folder; refusing the archive")
 
-    def open_read(self, handle: object, limit: int) -> bytes:
-        assert isinstance(handle, tarfile.TarInfo)
-        f = self.tf.extractfile(handle)
+    def _open(self, handle: object) -> tuple[IO[bytes], str, int]:
+        assert isinstance(handle, tarfile.TarInfo) and isinstance(self.archive, tarfile.TarFile)
+        f = self.archive.extractfile(handle)
         assert f is not None
-        data = f.read(limit + 1)
-        if len(data) != handle.size:
-            raise DataError(f"{self.path}: entry {handle.name!r} is truncated ({len(data)} of "
-                            f"{handle.size} bytes); get a fresh copy")
-        return data
-
-    def close(self) -> None:
-        self.tf.close()
+        return f, handle.name, handle.size
 
 
 class Tree:
