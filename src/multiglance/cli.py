@@ -127,12 +127,25 @@ def cmd_presets(args) -> None:
         print(f"{name:24s} {m.kind}-glance {net}{preset_grid(m)}")
 
 
+def command(sub: argparse._SubParsersAction, name: str, func, help: str) -> argparse.ArgumentParser:
+    """The parser of subcommand `name`, which runs `func(args)`."""
+    p = sub.add_parser(name, help=help)
+    p.set_defaults(func=func)
+    return p
+
+
+def add_inference_set(p: argparse.ArgumentParser, whose: str = "an ") -> None:
+    """`--set KEY=VALUE` for a trained model: only the inference-time keys (config.INFERENCE_KEYS) may change."""
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help=f"{whose}inference-time option, e.g. "
+                   "model.top_k=5 or model.topk_combine=equal (repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="multiglance", description="Two-glance image classification: a coarse "
                                      "glance picks a patch, a close glance classifies it.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a preset into a run folder")
+    p = command(sub, "train", cmd_train, "train a preset into a run folder")
     p.add_argument("--preset", required=True, help="a preset name (see `multiglance presets`)")
     p.add_argument("--data", help="data file or folder (default: the data set's default place)")
     p.add_argument("--epochs", type=int, help="number of epochs (same as --set train.epochs=N)")
@@ -141,36 +154,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="accuracy, FLOPs, latency and throughput of a trained run")
+    p = command(sub, "eval", cmd_eval, "accuracy, FLOPs, latency and throughput of a trained run")
     p.add_argument("run", nargs="?", help="a run folder (or give --weights)")
     p.add_argument("--weights", metavar="NAME", help="shipped weights (`multiglance weights` lists them) or a .pt file")
     p.add_argument("--data", help="data file or folder (default: the one the run was trained on)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--no-timing", action="store_true", help="skip latency/throughput measurement")
     p.add_argument("--split", default="test", help="test (default) or val (the validation split held out from train)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="an inference-time option, e.g. model.top_k=5 or model.topk_combine=equal (repeatable)")
+    add_inference_set(p)
     p.add_argument("--memory", action="store_true", help="also measure the peak memory of a batch-1 forward")
-    p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("weights", help="list the shipped weights of the headline runs (or export a run's)")
+    p = command(sub, "weights", cmd_weights, "list the shipped weights of the headline runs (or export a run's)")
     p.add_argument("--export", metavar="RUN", help="write docs/weights/NAME.pt from this finished run folder")
     p.add_argument("--result", metavar="JSON", help="with --export: the run's published result JSON")
     p.add_argument("--name", help="with --export: the file's name (default: the JSON's)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="with --export: the inference options of the published number (as for eval)")
-    p.set_defaults(func=cmd_weights)
+    add_inference_set(p, "with --export: the published number's ")
 
-    p = sub.add_parser("compare", help="a table of several runs side by side, and their training curves")
+    p = command(sub, "compare", cmd_compare, "a table of several runs side by side, and their training curves")
     p.add_argument("runs", nargs="+", help="run folders")
     p.add_argument("--plot", help="write the training curves to this PNG")
-    p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("presets", help="list the presets (or, with --keys, every config key)")
+    p = command(sub, "presets", cmd_presets, "list the presets (or, with --keys, every config key)")
     p.add_argument("--keys", action="store_true", help="list the config keys --set accepts")
-    p.set_defaults(func=cmd_presets)
 
     # the later stages' subcommands, each module's `register(subparsers)`, in the order `--help` lists them
     from .analysis import commands as analysis_commands
@@ -201,13 +207,12 @@ def add_data_parser(subparsers) -> None:
 
     p = subparsers.add_parser("data", help="data sets: download")
     sub = p.add_subparsers(dest="data_command", required=True)
-    d = sub.add_parser("download", help="download, check (SHA-256) and unpack an official data set")
+    d = command(sub, "download", cmd_download, "download, check (SHA-256) and unpack an official data set")
     d.add_argument("name", choices=sorted(DATASETS), help="the data set")
     d.add_argument("--root", default="data", help="folder to put it in (default: data)")
     d.add_argument("--url-base", help="fetch the same file names from this address instead (a mirror)")
     d.add_argument("--keep-archive", action="store_true", help="keep the archive after unpacking it")
     d.add_argument("--quiet", action="store_true", help="no progress output")
-    d.set_defaults(func=cmd_download)
 
 
 OOM_MARKERS = ("not enough memory", "DefaultCPUAllocator", "out of memory")  # torch's CPU and CUDA messages
