@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data.images import MAX_FILE_BYTES, decode_image
+from .data.images import decode_image, read_image_file
 from .data.stream import decode_fitted, fit
 from .errors import DataError, UserError
 
@@ -175,20 +175,6 @@ def predict_arrays(model: nn.Module, images: list[np.ndarray], classes: list[str
                          patches=patches)
 
 
-def read_file(path: Path) -> bytes:
-    """The bytes of an image file; DataError (naming it) if it is not a readable file of at most MAX_FILE_BYTES."""
-    if not path.is_file():
-        raise DataError(f"{path}: no such image file" + ("" if not path.exists() else " (it is a folder)")
-                        + "; check the path")
-    size = path.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise DataError(f"{path}: {size} bytes, over the limit of {MAX_FILE_BYTES} for one image; resize it first")
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read the file ({e.strerror}); check its permissions") from e
-
-
 def displayed_size(data: bytes, name: str) -> tuple[int, int]:
     """(width, height) of an image file as shown, EXIF orientation applied (reads the header only)."""
     from PIL import Image
@@ -223,7 +209,7 @@ def predict_files(model: nn.Module, classes: list[str], paths: list[str | os.Pat
         batch, inputs, sizes, raw = [], [], [], []
         for f in files[start:start + batch_size]:
             try:
-                data = read_file(f)
+                data = read_image_file(f)
                 a = decode_fitted(data, str(f), height=h, width=w, channels=c)  # (H, W, C)
                 sizes.append(displayed_size(data, str(f)))
             except DataError as e:

@@ -9,7 +9,7 @@ limit) is a `DataError` naming the file. The limit guards against decompression 
 declares a huge image); it is `MAX_PIXELS` unless `$MULTIGLANCE_MAX_PIXELS` or `set_max_pixels(n)` (the
 config's `data.max_pixels`) raises or lowers it, and Pillow's own guard is kept at least as high.
 `load_image_file(path)` does the same for a user's image on disk and also applies its EXIF orientation, as
-a photo viewer would.
+a photo viewer would; `read_image_file(path)` is its first half, the file's bytes (at most MAX_FILE_BYTES).
 """
 from __future__ import annotations
 
@@ -177,8 +177,9 @@ def decode_image(data: bytes, name: str, mode: str = "RGB", *, max_pixels: int |
     return out if out.flags.writeable else out.copy()
 
 
-def load_image_file(path: str | os.PathLike, mode: str = "RGB") -> np.ndarray:
-    """A user's image file on disk -> uint8 (H, W, C), EXIF orientation applied; DataError if unreadable."""
+def read_image_file(path: str | os.PathLike) -> bytes:
+    """The bytes of a user's image file; DataError (naming it) if it is not a readable file of at most
+    MAX_FILE_BYTES."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: no such image file" + ("" if not p.exists() else " (it is a folder)")
@@ -187,10 +188,14 @@ def load_image_file(path: str | os.PathLike, mode: str = "RGB") -> np.ndarray:
     if size > MAX_FILE_BYTES:
         raise DataError(f"{p}: {size} bytes, over the limit of {MAX_FILE_BYTES} for one image; resize it first")
     try:
-        data = p.read_bytes()
+        return p.read_bytes()
     except OSError as e:
         raise DataError(f"{p}: cannot read the file ({e.strerror}); check its permissions") from e
-    return decode_image(data, str(p), mode, orient=True)
+
+
+def load_image_file(path: str | os.PathLike, mode: str = "RGB") -> np.ndarray:
+    """A user's image file on disk -> uint8 (H, W, C), EXIF orientation applied; DataError if unreadable."""
+    return decode_image(read_image_file(path), str(Path(path)), mode, orient=True)
 
 
 def fit(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
