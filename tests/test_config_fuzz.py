@@ -157,7 +157,8 @@ def model_outcome(cfg: RunConfig) -> str:
     training forward, a backward and an eval forward on a random batch. Returns what it reached."""
     m = cfg.model
     if None in (m.in_channels, m.num_classes, m.patch_size, m.patch_stride, m.thumb_size) and derive is not None:
-        derive(cfg, (m.in_channels or 3, m.image_size, getattr(m, "image_width", None) or m.image_size),
+        h = m.image_size or 64  # a size left to the data: data of 64 x 64
+        derive(cfg, (m.in_channels or 3, h, getattr(m, "image_width", None) or h),
                [str(i) for i in range(m.num_classes or 3)])
         try:
             validate(cfg)

@@ -146,3 +146,27 @@ def val_and_test(run_dir: str | os.PathLike, *, k: int | None = None, overrides:
     test = published_test(run_dir, overrides, timing=timing, repeats=repeats)
     return {**test, "selection": "val", "val_accuracy_hard": val["accuracy_hard"],
             "val_accuracy_soft": val["accuracy_soft"], "val_images": val["test_images"]}
+
+
+def add_publish_options(p: argparse.ArgumentParser, runs_dir: str) -> None:
+    """The options every training bench shares: where runs and docs go, threads, the load guard, publishing."""
+    p.add_argument("--runs-dir", default=runs_dir, help="where generated folders and run folders go")
+    p.add_argument("--docs", default="docs", help="docs folder (results/ and RESULTS.md inside)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--max-load", type=float, default=2.5, help="refuse to measure above this load average")
+    p.add_argument("--report-only", action="store_true", help="rebuild the RESULTS section from the JSON files")
+    p.add_argument("--allow-dirty", action="store_true", help="publish from a tree with uncommitted changes")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def finished_run(cfg: RunConfig, run_dir: Path, progress: bool = False) -> tuple:
+    """`train_or_resume`, refusing a run that stopped early; then (model, its saved config, the number of training
+    images it read, its epoch records)."""
+    from ..train import load_data
+
+    if not train_or_resume(cfg, run_dir, progress):
+        raise UserError(f"{Path(run_dir).name} stopped before its {cfg.train.epochs} epochs; run the same command "
+                        "again to resume it")
+    model, cfg = runs.load_run(run_dir)
+    (train,) = load_data(cfg, ("train",))
+    return model, cfg, len(train), epoch_records(run_dir)

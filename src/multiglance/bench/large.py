@@ -226,8 +226,7 @@ def part_scenes(runs_dir: Path, *, quick: bool, epochs: int | None, progress: bo
     """scenes-two against scenes-one: each trained through `train.fit` (validating on the validation scenes),
     then validation accuracy and the test split, read once, by the saved model's own inference path."""
     from ..models import get_preset
-    from ..train import load_data
-    from .common import epoch_records, shown_config, train_or_resume, val_and_test
+    from .common import finished_run, shown_config, train_or_resume, val_and_test
 
     quick_sets = ["data.train_limit=64", "data.val_limit=32", "data.test_limit=32", "train.workers=0"]
     budget = (quick_sets + ["train.epochs=1"]) if quick else ([f"train.epochs={epochs}"] if epochs else [])
@@ -248,16 +247,11 @@ def part_scenes(runs_dir: Path, *, quick: bool, epochs: int | None, progress: bo
         apply_overrides(cfg, budget + ([f"train.init_from={start}"] if start and preset == "scenes-two" else []))
         run_dir = runs_dir / (preset + ("-curriculum" if start and preset == "scenes-two" else "")
                               + ("-quick" if quick else ""))
-        if not train_or_resume(cfg, run_dir, progress):
-            raise UserError(f"{run_dir.name} stopped before its {cfg.train.epochs} epochs; run the same command "
-                            "again to resume it")
-        _, cfg = runs.load_run(run_dir)
-        (train,) = load_data(cfg, ("train",))
+        _, cfg, n_train, done = finished_run(cfg, run_dir, progress)
         ev = val_and_test(run_dir)
-        done = epoch_records(run_dir)
         out[preset] = {k: ev[k] for k in ("val_accuracy_hard", "accuracy_hard", "test_flops_per_image", "params",
                                           "val_images", "test_images", "eval_command", "run_dir")} | {
-            "train_images": len(train), "epochs": len(done),
+            "train_images": n_train, "epochs": len(done),
             "train_seconds": round(sum(r["train_seconds"] for r in done), 1), "config": shown_config(cfg)}
         if preset == "scenes-two" and start:  # the curriculum's own epochs are not in train_seconds
             out[preset]["curriculum"] = [f"scenes-cifar10-{size}: {n} epochs" for size, n in CURRICULUM]
@@ -316,7 +310,7 @@ def bench_large(args) -> None:
 
 
 def register(subparsers) -> None:
-    from .common import bench_subparsers
+    from .common import add_publish_options, bench_subparsers
 
     p = bench_subparsers(subparsers).add_parser("large", help="large images: memory, data, speed, the photo scenes")
     p.add_argument("--parts", nargs="+", metavar="PART", help=f"some of: {', '.join(PARTS)} (default all)")
@@ -324,11 +318,5 @@ def register(subparsers) -> None:
     p.add_argument("--epochs", type=int, help="epochs of the scenes runs (default: the presets')")
     p.add_argument("--scenes-curriculum", action="store_true", help="start scenes-two from runs on 128x128 and "
                    "256x256 scenes (CURRICULUM)")
-    p.add_argument("--runs-dir", default="runs/large", help="where generated folders and run folders go")
-    p.add_argument("--docs", default="docs", help="docs folder (results/ and RESULTS.md inside)")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    p.add_argument("--max-load", type=float, default=2.5, help="refuse to measure above this load average")
-    p.add_argument("--report-only", action="store_true", help="rebuild the RESULTS section from the JSON files")
-    p.add_argument("--allow-dirty", action="store_true", help="publish from a tree with uncommitted changes")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_publish_options(p, "runs/large")
     p.set_defaults(func=bench_large)

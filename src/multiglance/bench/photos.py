@@ -85,20 +85,15 @@ def run_row(part: str, preset: str, sets: list[str], seed: int, runs_dir: Path, 
     """Train (or resume) one row, then its validation and test numbers, as one JSON-ready record."""
     from ..models import get_preset
     from ..train import load_data
-    from .common import epoch_records, shown_config, train_or_resume, val_and_test
+    from .common import finished_run, shown_config, val_and_test
 
     cfg = apply_overrides(get_preset(preset), [*sets, f"train.seed={seed}", *(QUICK if quick else [])])
     run_dir = runs_dir / f"{part}-{preset}-s{seed}{'-quick' if quick else ''}"
     start = time.perf_counter()
-    if not train_or_resume(cfg, run_dir, progress):
-        raise UserError(f"{run_dir.name} stopped before its {cfg.train.epochs} epochs; run the same command again "
-                        "to resume it")
-    model, cfg = runs.load_run(run_dir)
-    (train,) = load_data(cfg, ("train",))
-    done = epoch_records(run_dir)
+    model, cfg, n_train, done = finished_run(cfg, run_dir, progress)
     losses = [r["loss"] for r in runs.read_metrics(run_dir) if r.get("kind") == "train"]
     record = {"dataset": cfg.data.name, "part": part, "preset": preset, "seed": seed, "commit": results.git_commit(),
-              **val_and_test(run_dir, timing=not quick), "train_images": len(train), "epochs": len(done),
+              **val_and_test(run_dir, timing=not quick), "train_images": n_train, "epochs": len(done),
               "train_seconds": round(sum(r["train_seconds"] for r in done), 1),
               "max_loss_over_first": round(max(losses[1:], default=0) / losses[0], 3) if losses else None,
               "wall_seconds": round(time.perf_counter() - start, 1), "config": shown_config(cfg)}
@@ -197,7 +192,7 @@ def bench_photos(args) -> None:
 
 
 def register(subparsers) -> None:
-    from .common import bench_subparsers
+    from .common import add_publish_options, bench_subparsers
 
     p = bench_subparsers(subparsers).add_parser("photos", help="real photographs: GTSDB signs, photo scenes, and "
                                                               "the house CNN's stability")
@@ -207,11 +202,5 @@ def register(subparsers) -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds (default 0)")
     p.add_argument("--full-epochs", type=int, default=3, help="epochs of photos-full-one (default 3)")
     p.add_argument("--quick", action="store_true", help="tiny budgets (CI): proves the pipeline, publishes nothing")
-    p.add_argument("--runs-dir", default="runs/photos", help="run folders and generated data")
-    p.add_argument("--docs", default="docs", help="docs folder (results/ inside)")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    p.add_argument("--max-load", type=float, default=2.5, help="refuse to start above this load average")
-    p.add_argument("--allow-dirty", action="store_true", help="publish from a tree with uncommitted changes")
-    p.add_argument("--report-only", action="store_true", help="rebuild the RESULTS.md section from the JSON files")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_publish_options(p, "runs/photos")
     p.set_defaults(func=bench_photos)
