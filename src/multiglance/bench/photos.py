@@ -8,7 +8,7 @@ read from validation, then the test split read once, by the saved model's own in
     gtsdb   GTSDB street photographs (`gtsdb-signs.zip`, built by shared/data/build_gtsdb.py; which kind of
             traffic sign a 1360x800 photograph shows, or none): photos-two, photos-one (the same backbone on the
             photograph resized to about photos-two's test FLOPs), photos-full-one (the same backbone at full
-            resolution: the ceiling; `--full-epochs`, 3 by default, as it is 10x the cost), and large-two (the
+            resolution: the ceiling; `--full-epochs`, 2 by default, as it is 8x the cost), and large-two (the
             house CNN from scratch, its size read from the data). For the two-glance models: where glance 1
             looks, against the signs' boxes (`sign_hits`).
     scenes  `scenes-cifar10-512` (a 64x64 CIFAR-10 object in a 512x512 scene of photographs): photos-two and
@@ -200,7 +200,7 @@ def register(subparsers) -> None:
     p.add_argument("--only", nargs="+", metavar="PRESET", help="only these presets of each part")
     p.add_argument("--gtsdb", help="gtsdb-signs.zip (shared/data/build_gtsdb.py)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds (default 0)")
-    p.add_argument("--full-epochs", type=int, default=3, help="epochs of photos-full-one (default 3)")
+    p.add_argument("--full-epochs", type=int, default=2, help="epochs of photos-full-one (default 2)")
     p.add_argument("--quick", action="store_true", help="tiny budgets (CI): proves the pipeline, publishes nothing")
     add_publish_options(p, "runs/photos")
     p.set_defaults(func=bench_photos)

@@ -13,9 +13,9 @@ photos-two: glance 1 is EfficientNet-Lite0's first 11 blocks (stride 16, 112 cha
         multiglance train --preset photos-two --data PHOTOS.zip --out runs/photos-two
 photos-one: the same backbone on the photograph resized to 0.34 of its rows and columns, about photos-two's
     test-time FLOPs (`multiglance bench photos` measures both).
-photos-full-one: the same backbone on the full-resolution photograph, the accuracy ceiling at 10x or more the
-    FLOPs; its stem and first 3 blocks stay as loaded (`freeze`), which keeps the full-resolution training
-    affordable on a CPU.
+photos-full-one: the same backbone on the full-resolution photograph, the accuracy ceiling at 8x photos-two's
+    FLOPs; its stem and first 8 blocks (up to stride 16) stay as loaded (`freeze`), which keeps full-resolution
+    training affordable on a CPU (`bench photos` trains it for `--full-epochs`, 2 by default).
 """
 from __future__ import annotations
 
@@ -52,4 +52,4 @@ def _photos_one(fraction: float | None, **model) -> RunConfig:
 
 register_model("photos-two")(_photos_two)
 register_model("photos-one")(lambda: _photos_one(0.34))
-register_model("photos-full-one")(lambda: _photos_one(None, freeze=3))
+register_model("photos-full-one")(lambda: _photos_one(None, freeze=8))
