@@ -105,7 +105,7 @@ def run_row(part: str, preset: str, sets: list[str], seed: int, runs_dir: Path, 
     return record
 
 
-ROW_NAMES = {"photos-two": "two glances, pretrained (`photos-two`, top 3 patches)",
+ROW_NAMES = {"photos-two": "two glances, pretrained (`photos-two`, top 3 patches)",  # the order of the table
              "photos-one": "one glance on the photograph resized to equal cost (`photos-one`)",
              "photos-full-one": "one glance at full resolution (`photos-full-one`)",
              "large-two": "two glances, house CNN from scratch (`large-two`)"}
@@ -118,15 +118,22 @@ def build_section(docs: Path) -> str:
     import statistics
 
     records = results.read_results(Path(docs) / "results", "photos-*.json")
-    lines = []
+    lines = ["## Photographs (`multiglance bench photos`; from the JSONs: `multiglance bench photos --report-only`)",
+             "", "Each row: trained on the training split less a held-out validation split, the test split read once "
+             "after training by the saved model's own inference path (hard, top 3 for two glances); \"largest loss "
+             "/ first\" is the largest logged training loss after the first as a multiple of the first (every step "
+             "for the shapes runs, every 50 for the others). Discussion: [photos-discussion.md](photos-discussion.md).",
+             ""]
     for part, title in (("gtsdb", "GTSDB street photographs (`gtsdb-signs`, 5 classes, 251 test photographs)"),
                         ("scenes", "`scenes-cifar10-512`"), ("shapes", "1024x1024 shapes on noise (house CNN)")):
         rows = [r for r in records if r["part"] == part]
         if not rows:
             continue
         lines += [f"### {title}", "", "| model | seeds | epochs | test accuracy | validation | GFLOPs per image "
-                  "(conv + matmul) | ms per image, batch 1 | largest loss / first |", "|---|---|---|---|---|---|---|---|"]
-        for preset in dict.fromkeys(r["preset"] for r in rows):
+                  "(conv + matmul; other ops) | ms per image, batch 1 | largest loss / first |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for preset in sorted(dict.fromkeys(r["preset"] for r in rows), key=lambda p: list(ROW_NAMES).index(p)
+                             if p in ROW_NAMES else len(ROW_NAMES)):
             rs = [r for r in rows if r["preset"] == preset]
             acc = [100 * r["accuracy_hard"] for r in rs]
             spread = f" ± {statistics.stdev(acc):.1f}" if len(acc) > 1 else ""
@@ -134,7 +141,8 @@ def build_section(docs: Path) -> str:
             lines.append(f"| {ROW_NAMES.get(preset, preset)} | {len(rs)} | {rs[0]['epochs']} | "
                          f"{statistics.mean(acc):.1f}%{spread} | "
                          f"{100 * statistics.mean(r['val_accuracy_hard'] for r in rs):.1f}% | "
-                         f"{rs[0]['test_flops_per_image'] / 1e9:.2f} | {statistics.mean(ms) if ms else float('nan'):.0f} | "
+                         f"{rs[0]['test_flops_per_image'] / 1e9:.2f}; {rs[0].get('test_other_flops_per_image', 0) / 1e9:.2f} | "
+                         f"{statistics.mean(ms) if ms else float('nan'):.0f} | "
                          f"{max(r['max_loss_over_first'] or 0 for r in rs):.2f} |")
         looks = [r for r in rows if r.get("glance1")]
         for r in looks:
@@ -154,7 +162,7 @@ def bench_photos(args) -> None:
     unknown = [p for p in parts if p not in PARTS]
     if unknown:
         raise UserError(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
-    if "gtsdb" in parts and not args.gtsdb:
+    if "gtsdb" in parts and not (args.gtsdb or args.report_only):
         raise UserError("part gtsdb needs --gtsdb PATH/gtsdb-signs.zip (shared/data/build_gtsdb.py builds it)")
     if not (args.quick or args.report_only):
         results.require_clean(args.allow_dirty)
