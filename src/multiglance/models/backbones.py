@@ -54,6 +54,11 @@ def create_backbone(name: str, *, pretrained: bool = False, **options) -> nn.Mod
     return _BACKBONES[name](pretrained=pretrained, **options)
 
 
+def head_of(backbone: str, head_type: str) -> str:
+    """How a glance's map is read: `head_type` for the house CNN; pretrained backbones always pool."""
+    return head_type if backbone == "house" else "pool"
+
+
 # ------------------------------------------------------------------------------------------- house CNN #
 
 class HouseCNN(nn.Module):

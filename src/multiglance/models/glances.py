@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from .backbones import create_backbone, load_weights
+from .backbones import create_backbone, head_of, load_weights
 from .blocks import Normalize, head
 from .output import COMBINE_KINDS, GlanceOutput
 from .scoremap import ScoreMap
@@ -52,7 +52,6 @@ SCORERS = ("dense", "conv")
 SELECTIONS = ("topk", "nms")
 TOPK_COMBINES = ("weights", "equal")
 EXPLORE_BY = ("sample", "ink")
-HEADS = ("flat", "pool")
 
 
 def read_features(fmap: torch.Tensor, how: str) -> torch.Tensor:
@@ -120,12 +119,12 @@ class OneGlance(nn.Module):
         h, w = image_size, image_width or image_size
         self.image_size, self.image_width, self.input_size = h, w, input_size or h
         self.input_shape = (self.input_size, max(1, round(self.input_size * w / h)))
-        self.head_type = "pool" if backbone != "house" else head_type
+        self.head_type = head_of(backbone, head_type)
         self.features, sha = build_glance(backbone, pretrained=pretrained, weights=weights,
                                                           what="the one-glance CNN", in_channels=in_channels,
                                                           channels=channels, pool_stride=pool_stride,
                                                           batchnorm=batchnorm, freeze=freeze)
-        self.weights_sha256 = {"backbone": sha} if sha else {}  # of a local weights file, for the run's record
+        self.weights_sha256 = {"glance2": sha} if sha else {}  # of model.glance2_weights, for the run's record
         self.normalize = input_norm(self.features, in_channels)
         fh, fw = self.features.out_size(*self.input_shape)
         flat = self.features.out_channels * (fh * fw if self.head_type == "flat" else 1)
@@ -203,8 +202,8 @@ class TwoGlance(nn.Module):
         self.normalize = input_norm(self.glance2, in_channels)  # glance 2's (and glance 1's, when it is the same)
         if self.glance1.input_norm != self.glance2.input_norm:
             self.normalize1 = input_norm(self.glance1, in_channels)
-        self.head1 = "pool" if (glance1_backbone or backbone) != "house" else head_type
-        self.head2 = "pool" if backbone != "house" else head_type
+        self.head1 = head_of(glance1_backbone or backbone, head_type)
+        self.head2 = head_of(backbone, head_type)
         fh, fw = self.glance1.out_size(*self.thumb_shape)
         c1 = self.glance1.out_channels
         self.glance1_fmap = (c1, fh, fw)

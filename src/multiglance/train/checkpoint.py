@@ -83,7 +83,7 @@ def record_initial_weights(t: Trainer) -> None:
     if not sha:
         return
     files = {"glance1_weights": cfg.model.glance1_weights, "glance2_weights": cfg.model.glance2_weights}
-    record = {k: {"file": Path(v).name, "sha256": sha[k.split("_")[0] if cfg.model.kind == "two" else "backbone"]}
-              for k, v in files.items() if v}
+    record = {k: {"file": Path(v).name, "sha256": sha[k.split("_")[0]]} for k, v in files.items()
+              if k.split("_")[0] in sha}  # a one-glance model reads glance2_weights only
     text = json.dumps(record, indent=1) + "\n"
     atomic_write(t.run_dir / "initial_weights.json", lambda f: f.write(text.encode()))
