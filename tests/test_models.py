@@ -24,6 +24,8 @@ def seeded() -> None:
 def small_two(**kw) -> TwoGlance:
     args = dict(in_channels=3, num_classes=5, image_size=24, channels=(4, 8), pool_stride=2, patch_size=8,
                 patch_stride=8, thumb_size=12) | kw
+    if args.get("combine") == "presence":
+        args.setdefault("background", 2)  # class 2 means "no object here"
     return TwoGlance(**args)
 
 
@@ -109,6 +111,7 @@ def test_topk_with_all_patches_equals_soft_when_weights_uniform():
         model.where.weight.zero_()
         model.where.bias.zero_()  # uniform weights
         x = torch.rand(3, 3, 24, 24)
+        model.background = 2  # read by combine=presence only
         for mode in COMBINE_MODES:
             model.combine = mode
             assert torch.allclose(model(x, mode="hard", k=model.num_patches), model(x, mode="soft"), atol=1e-5)
@@ -236,7 +239,7 @@ def reference_infer(m: TwoGlance, x: torch.Tensor, k: int) -> tuple[torch.Tensor
     crops = torch.stack([torch.stack([xn[b, :, y0:y1, x0:x1] for x0, y0, x1, y1 in boxes[top.indices[b]].tolist()])
                          for b in range(x.shape[0])])  # (B, k, C, p, p)
     z = m.what(m.glance2(crops.flatten(0, 1)).flatten(1)).view(x.shape[0], k, -1)  # (B, k, K)
-    return (z[:, 0] if k == 1 else combine(top.values.softmax(-1), z, m.combine)), top.indices
+    return (z[:, 0] if k == 1 else combine(top.values.softmax(-1), z, m.combine, m.background)), top.indices
 
 
 @pytest.mark.parametrize("square", [True, False])

@@ -64,6 +64,8 @@ class ModelConfig:
     glance1_aux: bool = False  # scorer=conv: glance 1 also answers, attention-pooling a class map with its score
     # map (trained with train.glance1_weight): a signal for where to look from the label alone
     freeze: int = 0  # pretrained glance 2 / one-glance backbone: keep its stem and first N blocks as loaded
+    background: str = ""  # combine=presence: the data's class that means "no object here" (e.g. none); "": unset
+    background_index: int | None = None  # its index among the data's classes, filled by `derive` (not set by hand)
 
 
 @dataclass
@@ -142,6 +144,11 @@ def derive(cfg: RunConfig, shape: tuple[int, int, int], classes: list[str]) -> R
         m.in_channels = int(shape[0])
     if m.num_classes is None:
         m.num_classes = len(classes)
+    if m.background:
+        if m.background not in classes:
+            raise ConfigError(f"model.background={m.background!r} is not a class of the data ({', '.join(classes)}); "
+                              "name the class that means 'no object here'")
+        m.background_index = classes.index(m.background)
     if m.kind == "two":
         h, w = m.image_size, m.image_width or m.image_size
         short = min(h, w)
@@ -172,7 +179,7 @@ def tiled_size(cfg: RunConfig, height: int, width: int) -> tuple[int, int]:
     m = cfg.model
     if m.kind != "two":
         return height, width
-    probe = dataclasses.replace(cfg, model=dataclasses.replace(m, image_size=height, image_width=width))
+    probe = dataclasses.replace(cfg, model=dataclasses.replace(m, image_size=height, image_width=width, background=""))
     d = derive(probe, (3, height, width), ["0", "1"]).model
     p, st = d.patch_size, d.patch_stride
     return tuple(max(p, p + st * round((side - p) / st)) for side in (height, width))

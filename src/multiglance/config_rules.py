@@ -18,7 +18,7 @@ Config = TypeVar("Config")  # config.RunConfig, not imported here so that config
 
 ENUMS: dict[str, tuple[str, ...]] = {  # the same sets as models/glances.py's (a test checks they agree)
     "model.kind": ("one", "two"),
-    "model.combine": ("logits", "probs", "mixture"),
+    "model.combine": ("logits", "probs", "mixture", "presence"),
     "model.inference": ("hard", "soft"),
     "model.choice": ("soft", "gumbel", "reinforce", "oracle", "topk"),
     "model.scorer": ("dense", "conv"),
@@ -112,6 +112,7 @@ RULES: dict[str, Any] = {
     "model.nms_radius": _number(0, MAX_SIDE, integer=True),
     "model.explore": _number(0, integer=True),
     "model.score_width": _number(1, 4096, integer=True),
+    "model.background_index": _number(0, integer=True, optional=True, note="filled from model.background"),
     "data.name": _text,
     "data.train_limit": _number(1, integer=True, optional=True, note="none: all images"),
     "data.test_limit": _number(1, integer=True, optional=True, note="none: all images"),
@@ -142,7 +143,8 @@ RULES: dict[str, Any] = {
     "model.freeze": _number(0, 16, integer=True),
     "train.workers": _number(0, 256, integer=True),
 }
-UNCHECKED = {"data.root", "train.init_from", "model.glance1_weights", "model.glance2_weights"}  # any path (the loaders say if it does not exist); bools need none
+UNCHECKED = {"data.root", "train.init_from", "model.glance1_weights", "model.glance2_weights",  # any path (the loaders
+             "model.background"}  # say if it does not exist; derive if the class does not); bools need none
 
 
 def _nearest(target: int, start: int, step: int, sign: int, lo: int = 1) -> list[int]:
@@ -185,6 +187,12 @@ def _check_backbones(m: Any) -> None:
         raise ConfigError(f"model.freeze={m.freeze} is for pretrained backbones; the house CNN trains from scratch")
     if m.freeze > 11 and m.backbone != "house":
         raise ConfigError(f"model.freeze={m.freeze} must be at most 11 (the blocks before the last stage)")
+    if m.kind == "two" and m.combine == "presence" and not getattr(m, "background", ""):
+        raise ConfigError("model.combine=presence needs model.background, the data's class that means 'no object "
+                          "here' (e.g. --set model.background=none)")
+    if getattr(m, "background", "") and (m.kind != "two" or m.combine != "presence"):
+        raise ConfigError(f"model.background={m.background!r} is read only by a two-glance model with "
+                          "model.combine=presence; set both, or neither")
     if m.kind == "two" and m.glance1_aux and m.scorer != "conv":
         raise ConfigError("model.glance1_aux=true needs model.scorer=conv (glance 1's answer pools its score map)")
     for key in ("glance1_weights", "glance2_weights"):

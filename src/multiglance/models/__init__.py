@@ -1,5 +1,6 @@
 """Models: the report's CNN blocks, the one- and two-glance models, and the preset registry."""
-from .glances import COMBINE_MODES, OneGlance, TwoGlance, combine
+from .combine import COMBINE_MODES, combine
+from .glances import OneGlance, TwoGlance
 from .output import GlanceOutput, as_output
 from .registry import build_model, create_model, get_preset, list_models, register_model
 from . import presets  # noqa: F401  (registers the presets)

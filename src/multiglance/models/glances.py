@@ -24,7 +24,7 @@ P x F1 weights) or "conv" (`ScoreMap`: a conv head on glance 1's feature map, sa
 weights for any P); `selection` "topk" or "nms" (top-k with non-maximum suppression within `nms_radius` grid
 steps); `topk_combine` "weights" (glance 1's scores softmaxed over the k chosen, then `combine`) or "equal" (the
 mean of the k patches' probabilities, as its log); `choice` how training chooses (see `forward`).
-Training combines patches ("logits", "probs" or "mixture", see `combine`); inference is "hard" (glance 2 on the
+Training combines patches ("logits", "probs", "mixture" or "presence", models/combine.py); inference is "hard" (glance 2 on the
 top-k patches, the default k = 1) or "soft" (all patches, as in soft training).
 A training forward returns a `GlanceOutput` (models/output.py): the answer, its kind (logits, probabilities or
 log-probabilities) and what the objective of `choice` needs (train/objectives.py); an eval forward returns the
@@ -41,11 +41,11 @@ from torch import nn
 from ..errors import ConfigError
 from .backbones import create_backbone, head_of, load_weights
 from .blocks import Normalize, head
+from .combine import COMBINE_MODES, combine
 from .output import COMBINE_KINDS, GlanceOutput
 from .scoremap import ScoreMap
 from .select import gumbel_perturb, select_topk
 
-COMBINE_MODES = ("logits", "probs", "mixture")
 INFERENCE_MODES = ("hard", "soft")
 CHOICE_MODES = ("soft", "gumbel", "reinforce", "oracle", "topk")
 SCORERS = ("dense", "conv")
@@ -82,22 +82,6 @@ def resize(x: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
     if x.shape[-2] == h and x.shape[-1] == w:
         return x
     return F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
-
-
-def combine(w: torch.Tensor, z: torch.Tensor, mode: str) -> torch.Tensor:
-    """Combine per-patch logits z (B, n, K) with weights w (B, n) into (B, K) logits for cross-entropy.
-
-    logits:  sum_i w_i z_i                      (the report's text; softmax of it is the answer)
-    probs:   sum_i w_i softmax(z_i)             (its figure caption; a final softmax is applied on top)
-    mixture: log sum_i w_i softmax(z_i)         (a proper mixture: already log-probabilities)
-    """
-    if mode == "logits":
-        return torch.einsum("bn,bnk->bk", w, z)
-    if mode == "probs":
-        return torch.einsum("bn,bnk->bk", w, z.softmax(-1))
-    if mode == "mixture":
-        return torch.logsumexp(torch.log(w.clamp_min(1e-12))[..., None] + z.log_softmax(-1), dim=1)
-    raise ConfigError(f"unknown combine mode {mode!r}; choose one of {', '.join(COMBINE_MODES)}")
 
 
 def to_unit(x: torch.Tensor) -> torch.Tensor:
@@ -158,7 +142,7 @@ class TwoGlance(nn.Module):
                  topk_combine: str = "weights", explore: int = 0, explore_by: str = "sample",
                  backbone: str = "house", glance1_backbone: str | None = None, pretrained: bool = False,
                  head_type: str = "flat", glance1_weights: str | None = None, glance2_weights: str | None = None,
-                 glance1_aux: bool = False, freeze: int = 0):
+                 glance1_aux: bool = False, freeze: int = 0, background: int | None = None):
         super().__init__()
         h, w = image_size, image_width or image_size
         if (patch_stride < 1 or patch_size > min(h, w) or (h - patch_size) % patch_stride
@@ -188,7 +172,10 @@ class TwoGlance(nn.Module):
         if choice == "topk" and top_k + explore > self.num_patches:
             raise ConfigError(f"top_k + explore = {top_k + explore} training patches, but there are only "
                               f"{self.num_patches}; lower top_k or explore")
-        self.combine, self.inference, self.top_k = combine, inference, top_k
+        if combine == "presence" and (background is None or not 0 <= background < num_classes):
+            raise ConfigError(f"combine=presence needs a background class index in [0, {num_classes}), got "
+                              f"{background}: set model.background to the data's 'no object' class")
+        self.combine, self.inference, self.top_k, self.background = combine, inference, top_k, background
         self.choice, self.tau, self.fuse = choice, tau, fuse
         self.scorer, self.selection, self.nms_radius = scorer, selection, nms_radius
         self.topk_combine, self.explore, self.explore_by = topk_combine, explore, explore_by
@@ -315,9 +302,15 @@ class TwoGlance(nn.Module):
     def combine_topk(self, scores: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Hard inference on k > 1 patches: their (B, k) scores and (B, k, K) logits -> (B, K), by `topk_combine`,
         of kind `topk_kind`."""
+        if self.topk_combine == "equal" and self.combine == "presence":  # presence with equal weights
+            return self.mix(torch.full_like(scores, 1.0 / scores.shape[1]), z)  # (B, K)
         if self.topk_combine == "equal":  # log of the mean of the k probabilities
             return torch.logsumexp(z.log_softmax(-1), dim=1) - math.log(z.shape[1])  # (B, K)
-        return combine(scores.softmax(-1), z, self.combine)  # (B, K): weights renormalised over the k
+        return self.mix(scores.softmax(-1), z)  # (B, K): weights renormalised over the k
+
+    def mix(self, w: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """`combine` by this model's rule: (B, n) weights, (B, n, K) logits -> (B, K) answer of COMBINE_KINDS."""
+        return combine(w, z, self.combine, self.background)
 
     @property
     def topk_kind(self) -> str:
@@ -349,7 +342,7 @@ class TwoGlance(nn.Module):
             index = self.choose_patches(scores, x)  # (B, n)                    glance 1 through the softmax
             z = self._classify_chosen(x, index, context)  # (B, n, K)
             chosen = scores.gather(1, index)  # (B, n)
-            return GlanceOutput(combine(chosen.softmax(-1), z, self.combine), kind, selected_index=index,
+            return GlanceOutput(self.mix(chosen.softmax(-1), z), kind, selected_index=index,
                                 selected_logits=z, selected_scores=chosen, **seen)  # (B, K)
         z = self.classify_patches(self.normalize_patches(self.patches(x)), context)  # (B, P, K)
         # choice="oracle": glance 2 learns on every patch, glance 1 which patch it gets right (`oracle_loss`)
@@ -358,7 +351,7 @@ class TwoGlance(nn.Module):
             if self.combine == "mixture":  # log of a one-hot w passes no gradient to the unchosen patches;
                 answer = combine(w, z, "probs").clamp_min(1e-12).log()  # log sum_i w_i p_i: same value, and it does
                 return GlanceOutput(answer, kind, patch_logits=z, **seen)  # (B, K)
-        return GlanceOutput(combine(w, z, self.combine), kind, patch_logits=z, **seen)  # (B, K)
+        return GlanceOutput(self.mix(w, z), kind, patch_logits=z, **seen)  # (B, K)
 
     def output(self, x: torch.Tensor, mode: str | None = None, k: int | None = None) -> GlanceOutput:
         """Test-time answer (B, K), its kind, and the (B, k) indices of the patches glance 2 looked at (soft: all
@@ -369,7 +362,7 @@ class TwoGlance(nn.Module):
         if (mode or self.inference) == "soft":
             w = scores.softmax(-1)  # (B, P)
             z = self.classify_patches(self.normalize_patches(self.patches(x)), context)  # (B, P, K)
-            return GlanceOutput(combine(w, z, self.combine), COMBINE_KINDS[self.combine], scores=scores, weights=w,
+            return GlanceOutput(self.mix(w, z), COMBINE_KINDS[self.combine], scores=scores, weights=w,
                                 patch_logits=z, selected_index=scores.argsort(-1, descending=True))
         k = k or self.top_k
         index = self.top_patches(scores, k)  # (B, k)

@@ -58,7 +58,8 @@ def build_model(cfg: ModelConfig, initial_weights: bool = True) -> nn.Module:
     checkpoint), which then needs neither the weights package nor the local file."""
     open_fields = (cfg.in_channels, cfg.num_classes, cfg.image_size, cfg.patch_size, cfg.patch_stride,
                    cfg.thumb_size)
-    if None in open_fields or getattr(cfg, "input_fraction", None) is not None:
+    unresolved = bool(cfg.background) and cfg.background_index is None
+    if None in open_fields or getattr(cfg, "input_fraction", None) is not None or unresolved:
         cfg = without_data(cfg)
     if not initial_weights:
         cfg = dataclasses.replace(cfg, pretrained=False, glance1_weights=None, glance2_weights=None)
@@ -79,7 +80,7 @@ def build_model(cfg: ModelConfig, initial_weights: bool = True) -> nn.Module:
                          nms_radius=cfg.nms_radius, topk_combine=cfg.topk_combine, explore=cfg.explore,
                          explore_by=cfg.explore_by, glance1_backbone=cfg.glance1_backbone,
                          glance1_weights=cfg.glance1_weights, glance2_weights=cfg.glance2_weights,
-                         glance1_aux=cfg.glance1_aux)
+                         glance1_aux=cfg.glance1_aux, background=cfg.background_index)
     raise ConfigError(f"model.kind must be 'one' or 'two', got {cfg.kind!r}")
 
 

@@ -6,6 +6,7 @@
     topk               cross-entropy of the k selected (+ explored) patches' answers combined with glance 1's
                        weights renormalised over them, + `train.uniform_weight` x the same with equal weights,
                        + `train.rank_weight` x `rank_loss` (glance 1 taught which chosen patch glance 2 reads best)
+                       (combine=presence: models/combine.py, with the background class of model.background)
     any (glance1_aux)  + `train.glance1_weight` x cross-entropy of glance 1's own attention-pooled answer
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ from torch import nn
 
 from ..config import RunConfig
 from ..errors import UserError
-from ..models.glances import combine
+from ..models.combine import combine
 from ..models.output import GlanceOutput, as_output
 
 
@@ -54,21 +55,28 @@ def oracle_loss(z: torch.Tensor, scores: torch.Tensor, y: torch.Tensor, label_sm
     return glance2 + F.cross_entropy(scores, per_patch.detach().argmin(-1))
 
 
-def uniform_loss(z: torch.Tensor, y: torch.Tensor, mode: str, label_smoothing: float = 0.0) -> torch.Tensor:
+def uniform_loss(z: torch.Tensor, y: torch.Tensor, mode: str, label_smoothing: float = 0.0,
+                 background: int | None = None) -> torch.Tensor:
     """choice="topk": the selected patches' answers z (B, n, K) combined with equal weights. It keeps glance 2
     learning wherever glance 1 looks: without it glance 1 learned to put all weight on empty patches, whose
     uniform answer is "safe", and the loss sat at ln K (megapixel MNIST)."""
     u = torch.full(z.shape[:2], 1.0 / z.shape[1], device=z.device, dtype=z.dtype)  # (B, n)
-    return F.cross_entropy(combine(u, z, mode), y, label_smoothing=label_smoothing)
+    return F.cross_entropy(combine(u, z, mode, background), y, label_smoothing=label_smoothing)
 
 
-def rank_loss(z: torch.Tensor, scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def rank_loss(z: torch.Tensor, scores: torch.Tensor, y: torch.Tensor, background: int | None = None) -> torch.Tensor:
     """choice="topk": glance 1's scores (B, n) of the patches glance 2 saw, trained as an n-way classification to
     name the one whose answer z (B, n, K) has the lowest loss: `oracle_loss`'s teacher, over the chosen patches
-    only (memory stays k patches; the explored ones tell glance 1 what it missed)."""
+    only (memory stays k patches; the explored ones tell glance 1 what it missed). Images of the `background`
+    class hold nothing to find and teach nothing here (their best patch would be the emptiest)."""
     b, n, k = z.shape
     per_patch = F.cross_entropy(z.detach().reshape(b * n, k), y.repeat_interleave(n), reduction="none")  # (B*n,)
-    return F.cross_entropy(scores, per_patch.view(b, n).argmin(-1))
+    best = per_patch.view(b, n).argmin(-1)  # (B,)
+    if background is not None:
+        best = best.masked_fill(y == background, -100)  # cross_entropy's ignore_index
+        if bool((y == background).all()):
+            return scores.sum() * 0.0
+    return F.cross_entropy(scores, best, ignore_index=-100)
 
 
 def loss_fn(model: nn.Module, out: GlanceOutput | torch.Tensor, y: torch.Tensor, cfg: RunConfig) -> torch.Tensor:
@@ -84,13 +92,14 @@ def loss_fn(model: nn.Module, out: GlanceOutput | torch.Tensor, y: torch.Tensor,
     else:
         loss = F.cross_entropy(out.answer, y, label_smoothing=t.label_smoothing)
     if choice == "topk" and t.uniform_weight:
-        loss = loss + t.uniform_weight * uniform_loss(out.selected_logits, y, m.combine, t.label_smoothing)
+        loss = loss + t.uniform_weight * uniform_loss(out.selected_logits, y, m.combine, t.label_smoothing,
+                                                      m.background_index)
     if two and t.entropy_weight:
         loss = loss + t.entropy_weight * entropy(out.weights).mean()
     if two and m.glance1_aux and t.glance1_weight:  # glance 1's own attention-pooled answer (B, K)
         loss = loss + t.glance1_weight * F.cross_entropy(out.glance1_logits, y, label_smoothing=t.label_smoothing)
     if choice == "topk" and t.rank_weight:
-        loss = loss + t.rank_weight * rank_loss(out.selected_logits, out.selected_scores, y)
+        loss = loss + t.rank_weight * rank_loss(out.selected_logits, out.selected_scores, y, m.background_index)
     if choice == "reinforce":  # REINFORCE on the sampled patch's log w: reward = -(its loss), baseline = the mean
         reward = -F.cross_entropy(out.answer.detach(), y, reduction="none")  # (B,)
         loss = loss - ((reward - reward.mean()) * out.log_prob).mean()
