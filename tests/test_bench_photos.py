@@ -6,7 +6,7 @@ import json
 
 import torch
 
-from multiglance.bench.photos import build_section, sign_hits
+from multiglance.bench.photos import build_section, row_name, sign_hits
 from multiglance.cli import main
 from multiglance.config import ModelConfig
 from multiglance.models import build_model
@@ -18,11 +18,16 @@ def test_quick_shapes_part_writes_a_complete_record(tmp_path, capsys):
     assert record["part"] == "shapes" and record["preset"] == "large-two" and record["selection"] == "val"
     assert record["epochs"] == 1 and record["test_images"] == 6 and 0 <= record["accuracy_hard"] <= 1
     assert record["max_loss_over_first"] > 0 and record["commit"]
+    assert 200 < record["train_peak_pss_mb"] < 8000  # this process (torch and a model) and its workers, trained here
     docs = tmp_path / "docs"
     (docs / "results").mkdir(parents=True)
     (docs / "results" / "photos-shapes-large-two-s0.json").write_text(json.dumps(record))
     section = build_section(docs)
     assert "two glances, house CNN from scratch (`large-two`) | 1 | 1 |" in section
+    record["preset"] = "photos-two"
+    record["config"]["model"] |= {"combine": "presence", "background": "none"}
+    assert row_name(record) == ("two glances, pretrained (`photos-two`, top 3 patches, `combine=presence`, "
+                                "background `none`)")
 
 
 class Split:  # what sign_hits reads of a split: files, and what `collect` needs

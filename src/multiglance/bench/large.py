@@ -40,40 +40,12 @@ from ..config import apply_overrides, to_dict
 from ..errors import UserError
 from ..files import atomic_write
 from .large_report import part_folder
+from .memory import tree_pss_mb
 
 PARTS = ("memory", "speed", "scenes")
 
 
 # ---- memory of a whole training process ------------------------------------------------------------------------
-def _children(pid: int) -> list[int]:
-    """`pid` and all its descendants (from /proc/*/stat)."""
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            parents.setdefault(int(fields[1]), []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo += parents.get(p, [])
-    return out
-
-
-def _pss_mb(pid: int) -> float:
-    """Proportional set size of one process (shared pages split among their users), MB; 0 if it is gone."""
-    try:
-        for line in open(f"/proc/{pid}/smaps_rollup"):
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
 def run_measured(argv: list[str], *, env: dict | None = None, timeout: float = 3600, every: float = 0.05) -> dict:
     """Run `argv`; return its exit code, wall seconds, stderr's last lines and the peak over time of the summed
     PSS of the process and its descendants (the DataLoader workers)."""
@@ -83,7 +55,7 @@ def run_measured(argv: list[str], *, env: dict | None = None, timeout: float = 3
         child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=env)
         peak = 0.0
         while child.poll() is None:
-            peak = max(peak, sum(_pss_mb(p) for p in _children(child.pid)))
+            peak = max(peak, tree_pss_mb(child.pid))
             if time.perf_counter() - start > timeout:
                 child.kill()
             time.sleep(every)

@@ -33,7 +33,7 @@ from ..config import apply_overrides
 from ..errors import UserError
 
 PARTS = ("gtsdb", "scenes", "shapes")
-GTSDB_ROWS = {"photos-two": [], "photos-one": [], "photos-full-one": [],
+GTSDB_ROWS = {"photos-two": ["model.combine=presence", "model.background=none"], "photos-one": [], "photos-full-one": [],
               "large-two": ["model.image_size=none", "data.stream=true"]}
 SCENES_ROWS = {"photos-two": ["data.name=scenes-cifar10-512"], "photos-one": ["data.name=scenes-cifar10-512"]}
 QUICK = ["data.train_limit=16", "data.val_limit=8", "data.test_limit=8", "train.epochs=1", "train.batch_size=4",
@@ -85,18 +85,23 @@ def run_row(part: str, preset: str, sets: list[str], seed: int, runs_dir: Path, 
     """Train (or resume) one row, then its validation and test numbers, as one JSON-ready record."""
     from ..models import get_preset
     from ..train import load_data
-    from .common import finished_run, shown_config, val_and_test
+    from .common import epoch_records, finished_run, shown_config, val_and_test
+    from .memory import PeakPss
 
     cfg = apply_overrides(get_preset(preset), [*sets, f"train.seed={seed}", *(QUICK if quick else [])])
     run_dir = runs_dir / f"{part}-{preset}-s{seed}{'-quick' if quick else ''}"
     start = time.perf_counter()
-    model, cfg, n_train, done = finished_run(cfg, run_dir, progress)
+    epochs_before = len(epoch_records(run_dir)) if (run_dir / "metrics.jsonl").exists() else 0
+    with PeakPss() as peak:  # the training process and its data workers
+        model, cfg, n_train, done = finished_run(cfg, run_dir, progress)
     losses = [r["loss"] for r in runs.read_metrics(run_dir) if r.get("kind") == "train"]
     record = {"dataset": cfg.data.name, "part": part, "preset": preset, "seed": seed, "commit": results.git_commit(),
               **val_and_test(run_dir, timing=not quick), "train_images": n_train, "epochs": len(done),
               "train_seconds": round(sum(r["train_seconds"] for r in done), 1),
               "max_loss_over_first": round(max(losses[1:], default=0) / losses[0], 3) if losses else None,
-              "wall_seconds": round(time.perf_counter() - start, 1), "config": shown_config(cfg)}
+              "wall_seconds": round(time.perf_counter() - start, 1), "config": shown_config(cfg),
+              # measured when this call trained every epoch (a resumed or finished run is not measured whole)
+              "train_peak_pss_mb": round(peak.mb) if epochs_before == 0 else None}
     if quick:  # no timing on a quick run: the keys every result carries, empty
         record |= {"latency_ms_batch1": None, "images_per_s_batch256": None}
     if part == "gtsdb" and model.kind == "two":
@@ -109,6 +114,14 @@ ROW_NAMES = {"photos-two": "two glances, pretrained (`photos-two`, top 3 patches
              "photos-one": "one glance on the photograph resized to equal cost (`photos-one`)",
              "photos-full-one": "one glance at full resolution (`photos-full-one`)",
              "large-two": "two glances, house CNN from scratch (`large-two`)"}
+
+
+def row_name(record: dict) -> str:
+    """A row's name in the table: its preset's, and the combination when it is not the preset's."""
+    name, model = ROW_NAMES.get(record["preset"], record["preset"]), record["config"]["model"]
+    if model.get("combine") == "presence":
+        name = f"{name[:-1]}, `combine=presence`, background `{model['background']}`)"
+    return name
 
 
 def build_section(docs: Path) -> str:
@@ -138,7 +151,7 @@ def build_section(docs: Path) -> str:
             acc = [100 * r["accuracy_hard"] for r in rs]
             spread = f" ± {statistics.stdev(acc):.1f}" if len(acc) > 1 else ""
             ms = [r["latency_ms_batch1"] for r in rs if r.get("latency_ms_batch1")]
-            lines.append(f"| {ROW_NAMES.get(preset, preset)} | {len(rs)} | {rs[0]['epochs']} | "
+            lines.append(f"| {row_name(rs[0])} | {len(rs)} | {rs[0]['epochs']} | "
                          f"{statistics.mean(acc):.1f}%{spread} | "
                          f"{100 * statistics.mean(r['val_accuracy_hard'] for r in rs):.1f}% | "
                          f"{rs[0]['test_flops_per_image'] / 1e9:.2f}; {rs[0].get('test_other_flops_per_image', 0) / 1e9:.2f} | "

@@ -11,6 +11,9 @@ photos-two: glance 1 is EfficientNet-Lite0's first 11 blocks (stride 16, 112 cha
     read from the data (the median photograph, rounded to the nearest size the grid tiles); every photograph is
     brought to it by the resize rule of data/stream.py.
         multiglance train --preset photos-two --data PHOTOS.zip --out runs/photos-two
+    Where one class means "nothing here" (GTSDB's `none`), say so: `--set model.combine=presence --set
+    model.background=none` (models/combine.py): one patch sure of an object then outvotes the empty ones, and
+    every photograph of that class trains the patches glance 1 chose as hard negatives. `bench photos` does.
 photos-one: the same backbone on the photograph resized to 0.34 of its rows and columns, about photos-two's
     test-time FLOPs (`multiglance bench photos` measures both).
 photos-full-one: the same backbone on the full-resolution photograph, the accuracy ceiling at 8x photos-two's
