@@ -28,3 +28,14 @@ def tune_allocator() -> str:
     except (OSError, AttributeError, TypeError):  # not glibc (musl, macOS): nothing to tune
         return "default (no mallopt)"
     return "mallopt (mmap threshold 32 MiB, no trim)" if ok else "default (mallopt refused)"
+
+
+def release_free_memory() -> bool:
+    """Hand the heap's free pages back to the OS now (glibc `malloc_trim(0)`); True if any were. Called before
+    DataLoader workers are forked: with the thresholds above the heap keeps the last steps' freed activations,
+    and a forked worker inherits every page of it. Each page the main process writes again afterwards is copied,
+    and the worker's old copy stays its own: measured on GTSDB (photos-two), 1.5 GB per worker."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0) == 1
+    except (OSError, AttributeError, TypeError):  # not glibc: nothing to release
+        return False

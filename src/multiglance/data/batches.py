@@ -11,6 +11,8 @@ import warnings
 import torch
 import torch.utils.data
 
+from ..allocator import release_free_memory
+
 
 def channel_stats(split, max_images: int = 10000, seed: int = 0,
                   max_pixels: int = 1 << 28) -> tuple[torch.Tensor, torch.Tensor]:
@@ -130,6 +132,7 @@ def fetch(split, index_lists: list[torch.Tensor], workers: int = 0):
     if isinstance(getattr(split, "images", None), torch.Tensor) or workers <= 0 or len(index_lists) <= 1:
         yield from ((i, *split.take(i)) for i in index_lists)  # take() warns and counts itself
         return
+    release_free_memory()  # the workers fork from this process: they should not inherit its freed heap
     loader = torch.utils.data.DataLoader(_Batches(split, index_lists), batch_size=None, shuffle=False,
                                          num_workers=min(workers, len(index_lists)), prefetch_factor=2,
                                          worker_init_fn=quiet_worker)
