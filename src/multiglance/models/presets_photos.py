@@ -14,6 +14,8 @@ photos-two: glance 1 is EfficientNet-Lite0's first 11 blocks (stride 16, 112 cha
     Where one class means "nothing here" (GTSDB's `none`), say so: `--set model.combine=presence --set
     model.background=none` (models/combine.py): one patch sure of an object then outvotes the empty ones, and
     every photograph of that class trains the patches glance 1 chose as hard negatives. `bench photos` does.
+All three train on few photographs as fine-tuning usually does: flips, shifts of up to 32 pixels
+(`data.crop_padding`), label smoothing 0.1, AdamW with half an epoch of warm-up and gradients clipped to norm 1.
 photos-one: the same backbone on the photograph resized to 0.34 of its rows and columns, about photos-two's
     test-time FLOPs (`multiglance bench photos` measures both).
 photos-full-one: the same backbone on the full-resolution photograph, the accuracy ceiling at 8x photos-two's
@@ -31,12 +33,13 @@ PHOTO_BACKBONE = dict(backbone="efficientnet-lite0", pretrained=True, in_channel
 
 def _photo_train(**kw) -> TrainConfig:
     return TrainConfig(**({"epochs": 10, "batch_size": 8, "optimizer": "adamw", "lr": 5e-4, "weight_decay": 1e-4,
+                           "label_smoothing": 0.1,
                            "warmup_epochs": 0.5, "grad_clip": 1.0, "eval_batch_size": 8, "workers": 2,
                            "checkpoint_minutes": 5.0} | kw))
 
 
 def _photos_data() -> DataConfig:  # a new DataConfig per preset call: one run's overrides never leak into the next
-    return DataConfig(name="folder", flip=True)
+    return DataConfig(name="folder", flip=True, crop_padding=32)
 
 
 def _photos_two() -> RunConfig:
