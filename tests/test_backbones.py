@@ -138,20 +138,3 @@ def test_config_names_the_registered_backbones():
 
     assert sorted(ENUMS["model.backbone"]) == list_backbones()
     assert sorted(PRETRAINED_BACKBONES) == [b for b in list_backbones() if b != "house"]
-
-
-def test_freeze_keeps_the_first_blocks_of_each_pretrained_glance():
-    """model.freeze=3: the stem and first 3 blocks of both EfficientNet glances get no gradient; a house glance 1
-    beside a pretrained glance 2 trains whole."""
-    common = dict(kind="two", in_channels=3, num_classes=4, image_size=128, patch_size=64, patch_stride=32,
-                  thumb_size=64, channels=(8,), pool_stride=2, scorer="conv", freeze=3, backbone="efficientnet-lite0")
-    model = build_model(ModelConfig(**common, glance1_backbone="efficientnet-lite0-s16")).train()
-    x = torch.rand(2, 3, 128, 128)
-    model(x).answer.logsumexp(-1).sum().backward()
-    for glance in (model.glance1, model.glance2):
-        frozen = [glance._conv_stem, glance._bn0, *glance._blocks[:3]]
-        assert all(p.grad is None and not p.requires_grad for m in frozen for p in m.parameters())
-        assert all(p.grad is not None for p in glance._blocks[3].parameters())
-    mixed = build_model(ModelConfig(**common, glance1_backbone="house")).train()
-    assert all(p.requires_grad for p in mixed.glance1.parameters())
-    assert not any(p.requires_grad for p in mixed.glance2._blocks[:3].parameters())

@@ -63,8 +63,7 @@ class ModelConfig:
     # average, then affine: any input size, few weights; pretrained backbones always pool)
     glance1_aux: bool = False  # scorer=conv: glance 1 also answers, attention-pooling a class map with its score
     # map (trained with train.glance1_weight): a signal for where to look from the label alone
-    freeze: int = 0  # pretrained backbones (each glance's, or the one-glance CNN's): keep the stem and first N
-    # blocks as loaded (no gradient, no stored activations: glance 1 on a large thumbnail needs ~0.9 GB less)
+    freeze: int = 0  # pretrained glance 2 / one-glance backbone: keep its stem and first N blocks as loaded
     background: str = ""  # combine=presence: the data's class that means "no object here" (e.g. none); "": unset
     background_index: int | None = None  # its index among the data's classes, filled by `derive` (not set by hand)
 

@@ -181,10 +181,8 @@ class TwoGlance(nn.Module):
         self.topk_combine, self.explore, self.explore_by = topk_combine, explore, explore_by
         self.generator: torch.Generator | None = None  # exploration noise (choice="topk"); None: the global RNG
         house = dict(in_channels=in_channels, pool_stride=pool_stride, batchnorm=batchnorm)
-        g1 = glance1_backbone or backbone  # `freeze` keeps each pretrained glance's first blocks as loaded
-        self.glance1, sha1 = build_glance(g1, pretrained=pretrained, what="glance 1", weights=glance1_weights,
-                                          channels=glance1_channels or channels, freeze=0 if g1 == "house" else freeze,
-                                          **house)
+        self.glance1, sha1 = build_glance(glance1_backbone or backbone, pretrained=pretrained, what="glance 1",
+                                          weights=glance1_weights, channels=glance1_channels or channels, **house)
         self.glance2, sha2 = build_glance(backbone, pretrained=pretrained, weights=glance2_weights, what="glance 2",
                                           channels=channels, freeze=freeze, **house)
         self.weights_sha256 = {k: v for k, v in (("glance1", sha1), ("glance2", sha2)) if v}

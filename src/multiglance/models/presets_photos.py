@@ -5,10 +5,9 @@ photos-two: glance 1 is EfficientNet-Lite0's first 11 blocks (stride 16, 112 cha
     patches at stride 64, says where to look, and a 1x1 class map pooled with that score map's softmax gives
     glance 1 an answer of its own (`glance1_aux`), trained from the label alone, so it learns where the evidence
     is before glance 2 knows anything. Glance 2 is the whole EfficientNet-Lite0, global-pooled, on the top 3
-    patches (non-maximum suppression) plus 2 explored ones in training (`choice=topk`: memory grows with k, not
+    patches (non-maximum suppression; its stem and first 3 blocks kept as loaded) plus 2 explored ones in training (`choice=topk`: memory grows with k, not
     with the photograph), trained on their mixture, on their equal-weight mixture, and with glance 1 taught which
-    chosen patch glance 2 reads best (`rank_weight`). Both glances keep their stem and first 3 blocks as loaded
-    (`freeze`: those hold most of a step's activations). Test time: glance 2 on the top 3 only. The image size is
+    chosen patch glance 2 reads best (`rank_weight`). Test time: glance 2 on the top 3 only. The image size is
     read from the data (the median photograph, rounded to the nearest size the grid tiles); every photograph is
     brought to it by the resize rule of data/stream.py.
         multiglance train --preset photos-two --data PHOTOS.zip --out runs/photos-two
