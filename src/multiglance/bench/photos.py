@@ -166,6 +166,12 @@ def build_section(docs: Path) -> str:
                       f"test photographs with a sign: its top patch holds a sign's centre in "
                       f"{100 * g['top1_holds_sign']:.1f}%, one of its top {g['top_k']} in {100 * g['topk_holds_sign']:.1f}%, "
                       f"a random patch in {100 * g['random_patch_holds_sign']:.1f}%."]
+        for r in rows:
+            if r.get("train_peak_pss_mb"):
+                lines += ["", f"Training `{r['preset']}` (seed {r['seed']}): {r['train_seconds'] / 60:.1f} minutes over its "
+                          f"{r['epochs']} epochs ({r['wall_seconds'] / 60:.1f} for the whole row, with validation, the "
+                          f"test split and timing); peak memory {r['train_peak_pss_mb'] / 1000:.2f} GB (PSS of the "
+                          "training process and its data workers, sampled every 0.2 s)."]
         lines.append("")
     return "\n".join(lines)
 
