@@ -34,7 +34,8 @@ from ..config import apply_overrides
 from ..errors import UserError
 
 PARTS = ("gtsdb", "scenes", "shapes")
-GTSDB_ROWS = {"photos-two": ["model.combine=presence", "model.background=none"], "photos-one": [], "photos-full-one": [],
+GTSDB_ROWS = {"photos-two": ["model.combine=presence", "model.background=none"], "photos-one": [],
+              "photos-full-one": [],
               "large-two": ["model.image_size=none", "data.stream=true"]}
 SCENES_BUDGET = ["data.name=scenes-cifar10-512", "data.train_limit=2000", "train.epochs=3", "data.val_limit=200",
                  "data.test_limit=500"]  # a CPU session's share (validation also runs glance 2 on all 49 patches)
@@ -169,10 +170,11 @@ def build_section(docs: Path) -> str:
                       f"a random patch in {100 * g['random_patch_holds_sign']:.1f}%."]
         for r in rows:
             if r.get("train_peak_pss_mb"):
-                lines += ["", f"Training `{r['preset']}` (seed {r['seed']}): {r['train_seconds'] / 60:.1f} minutes over its "
-                          f"{r['epochs']} epochs ({r['wall_seconds'] / 60:.1f} for the whole row, with validation, the "
-                          f"test split and timing); peak memory {r['train_peak_pss_mb'] / 1000:.2f} GB (PSS of the "
-                          "training process and its data workers, sampled every 0.2 s)."]
+                lines += ["", f"Training `{r['preset']}` (seed {r['seed']}): {r['train_seconds'] / 60:.1f} minutes "
+                          f"over its {r['epochs']} epochs ({r['wall_seconds'] / 60:.1f} for the whole row, with "
+                          "validation, the test split and timing); peak memory "
+                          f"{r['train_peak_pss_mb'] / 1000:.2f} GB (PSS of the training process and its data "
+                          "workers, sampled every 0.2 s)."]
         lines.append("")
     return "\n".join(lines)
 

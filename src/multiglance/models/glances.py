@@ -24,8 +24,8 @@ P x F1 weights) or "conv" (`ScoreMap`: a conv head on glance 1's feature map, sa
 weights for any P); `selection` "topk" or "nms" (top-k with non-maximum suppression within `nms_radius` grid
 steps); `topk_combine` "weights" (glance 1's scores softmaxed over the k chosen, then `combine`) or "equal" (the
 mean of the k patches' probabilities, as its log); `choice` how training chooses (see `forward`).
-Training combines patches ("logits", "probs", "mixture" or "presence", models/combine.py); inference is "hard" (glance 2 on the
-top-k patches, the default k = 1) or "soft" (all patches, as in soft training).
+Training combines patches ("logits", "probs", "mixture" or "presence", models/combine.py); inference is "hard"
+(glance 2 on the top-k patches, the default k = 1) or "soft" (all patches, as in soft training).
 A training forward returns a `GlanceOutput` (models/output.py): the answer, its kind (logits, probabilities or
 log-probabilities) and what the objective of `choice` needs (train/objectives.py); an eval forward returns the
 answer tensor of `output`, whose `kind` says what it is.

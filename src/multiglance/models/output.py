@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import torch
 
 KINDS = ("logits", "probs", "log_probs")
-COMBINE_KINDS = {"logits": "logits", "probs": "probs", "mixture": "log_probs", "presence": "log_probs"}  # what `combine(w, z, mode)` is
+COMBINE_KINDS = {"logits": "logits", "probs": "probs", "mixture": "log_probs",
+                 "presence": "log_probs"}  # what `combine(w, z, mode)` is
 
 
 @dataclass
