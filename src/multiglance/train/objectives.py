@@ -74,9 +74,8 @@ def rank_loss(z: torch.Tensor, scores: torch.Tensor, y: torch.Tensor, background
     best = per_patch.view(b, n).argmin(-1)  # (B,)
     if background is not None:
         best = best.masked_fill(y == background, -100)  # cross_entropy's ignore_index
-        if bool((y == background).all()):
-            return scores.sum() * 0.0
-    return F.cross_entropy(scores, best, ignore_index=-100)
+    # the mean over the images kept; 0 (not NaN) when a batch holds background images only
+    return F.cross_entropy(scores, best, ignore_index=-100, reduction="sum") / (best != -100).sum().clamp_min(1)
 
 
 def loss_fn(model: nn.Module, out: GlanceOutput | torch.Tensor, y: torch.Tensor, cfg: RunConfig) -> torch.Tensor:
